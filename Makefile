@@ -1,0 +1,49 @@
+# Quick start: `make demo` and `make test` each set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+export KERAS_BACKEND ?= tensorflow
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?= -n 2 --durations=25
+
+.PHONY: demo test lint bench fashion-mnist install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Reinstall only when the dependencies change.
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[test,plot]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The Debian package puts the IDX files under $(FMNIST); we install it when we can.
+fashion-mnist:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian package dataset-fashion-mnist"; \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
+	else \
+	  echo "Fashion-MNIST is missing from $(FMNIST) and this is not root:"; \
+	  echo "  run 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), then retry."; \
+	  exit 1; \
+	fi
+
+demo: install fashion-mnist
+	$(BIN)/keras-tricks demo --output demo_out
+
+lint: install
+	$(BIN)/ruff check keras_tricks tfrecord_tools tests bench
+
+test: install fashion-mnist lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install fashion-mnist
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache
