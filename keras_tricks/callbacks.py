@@ -1,1 +1,184 @@
 """Keras callbacks: per-step linear warmup, learning-rate logging and EMA of weights."""
+
+import math
+import numbers
+
+import keras
+
+# ExponentialMovingAverage is re-exported from keras_tricks._ema at the end of the module.
+__all__ = ["LinearWarmup", "LearningRateLogger", "ExponentialMovingAverage"]
+
+
+def _inner_optimizer(optimizer):
+    # `compile` wraps the optimizer in a LossScaleOptimizer under "mixed_float16".
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def _schedule_of(optimizer):
+    lr = getattr(optimizer, "_learning_rate", None)
+    return lr if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) else None
+
+
+class LinearWarmup(keras.callbacks.Callback):
+    """Per-step linear learning-rate warmup for optimizers with a plain float learning rate.
+
+    Goyal et al. 2017, "Accurate, Large Minibatch SGD", https://arxiv.org/abs/1706.02677
+    (gradual warmup). For users who keep a float learning rate because they drive it with
+    epoch-level callbacks such as `keras.callbacks.ReduceLROnPlateau` (PyTorch users know this
+    as `GradualWarmupScheduler(after_scheduler=ReduceLROnPlateau)`). With a
+    `LearningRateSchedule`, use `keras_tricks.schedules.Warmup` instead.
+
+    At the start of each of the first `m = warmup_steps` optimizer steps (0-based step `s`,
+    counted by `optimizer.iterations`, so it resumes correctly across `fit` calls):
+
+    ```python
+    optimizer.learning_rate = init + (s + 1) / m * (target - init)   # for s < m
+    ```
+
+    where `target` is the optimizer's learning rate when training starts (unless given). Step
+    `m - 1` trains at `target` exactly; from step `m` on the callback never writes the learning
+    rate again, so other callbacks own it. During the warmup the callback owns the learning
+    rate: a change another callback makes then is overwritten at the next step.
+
+    Example:
+
+    ```python
+    import keras, numpy as np
+    from keras_tricks.callbacks import LinearWarmup
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+    model.fit(np.ones((64, 4)), np.ones((64, 1)), batch_size=8, epochs=3, verbose=0,
+              callbacks=[LinearWarmup(warmup_steps=10),
+                         keras.callbacks.ReduceLROnPlateau(monitor="loss", patience=2)])
+    ```
+
+    Args:
+        warmup_steps: number of warmup steps `m`, an integer >= 1.
+        initial_learning_rate: rate the ramp starts from (reached "before" step 0).
+        target_learning_rate: rate at the end of the warmup; None takes the optimizer's
+            learning rate when training starts.
+        verbose: 1 prints a line when the warmup ends.
+    """
+
+    def __init__(
+        self, warmup_steps, initial_learning_rate=0.0, target_learning_rate=None, verbose=0
+    ):
+        super().__init__()
+        if (
+            isinstance(warmup_steps, bool)
+            or not isinstance(warmup_steps, numbers.Integral)
+            or warmup_steps < 1
+        ):
+            raise ValueError(
+                f"`warmup_steps` must be an integer >= 1; received warmup_steps={warmup_steps!r}."
+            )
+        for name, value in (
+            ("initial_learning_rate", initial_learning_rate),
+            ("target_learning_rate", target_learning_rate),
+        ):
+            if value is None and name == "target_learning_rate":
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not value >= 0
+                or math.isinf(value)
+            ):
+                raise ValueError(
+                    f"`{name}` must be a finite number >= 0; received {name}={value!r}."
+                )
+        self.warmup_steps = int(warmup_steps)
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.target_learning_rate = (
+            None if target_learning_rate is None else float(target_learning_rate)
+        )
+        self.verbose = verbose
+        self._target = self.target_learning_rate
+
+    def _optimizer(self):
+        optimizer = _inner_optimizer(self.model.optimizer)
+        if _schedule_of(optimizer) is not None:
+            raise ValueError(
+                "LinearWarmup needs an optimizer with a float learning rate; this one has the "
+                f"schedule {_schedule_of(optimizer)!r}. Wrap the schedule in "
+                "keras_tricks.schedules.Warmup instead."
+            )
+        return optimizer
+
+    def on_train_begin(self, logs=None):
+        optimizer = self._optimizer()
+        if self._target is None and int(optimizer.iterations) < self.warmup_steps:
+            self._target = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = self._optimizer()
+        step = int(optimizer.iterations)
+        if step >= self.warmup_steps:
+            return
+        init, m = self.initial_learning_rate, self.warmup_steps
+        optimizer.learning_rate = init + (step + 1) / m * (self._target - init)
+        if self.verbose and step == m - 1:
+            print(f"\nLinearWarmup: reached learning rate {self._target:g} at step {step}.")
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Record the learning rate of every training step, in the logs, History and TensorBoard.
+
+    After each step it adds `"learning_rate"` (the rate that step trained with) to the batch
+    logs, so callbacks after it in the list see it: `keras.callbacks.TensorBoard(update_freq=1)`
+    writes it as the scalar `batch_learning_rate`, `CSVLogger`/progress bars show it. At the end
+    of each epoch it puts the rate of the epoch's last step into the epoch logs, which
+    `model.fit(...).history["learning_rate"]` collects. The per-step record is kept in
+    `self.steps` and `self.learning_rates`.
+
+    Works for float learning rates (also when other callbacks change them) and for any
+    `LearningRateSchedule` (the rate of step `s` is `schedule(s)`), on every backend. With
+    `steps_per_execution > 1` Keras calls batch hooks once per execution, so only the last
+    step of each execution is recorded.
+
+    Example:
+
+    ```python
+    import keras, numpy as np
+    from keras_tricks.callbacks import LearningRateLogger
+    from keras_tricks.schedules import OneCycle
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(learning_rate=OneCycle(0.1, total_steps=16)), loss="mse")
+    logger = LearningRateLogger()
+    history = model.fit(np.ones((64, 4)), np.ones((64, 1)), batch_size=8, epochs=2, verbose=0,
+                        callbacks=[logger, keras.callbacks.TensorBoard("logs", update_freq=1)])
+    logger.learning_rates[:3], history.history["learning_rate"]
+    ```
+
+    Args:
+        key: name of the logged value.
+    """
+
+    def __init__(self, key="learning_rate"):
+        super().__init__()
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"`key` must be a non-empty string; received key={key!r}.")
+        self.key = key
+        self.steps = []
+        self.learning_rates = []
+
+    def _current(self):
+        optimizer = _inner_optimizer(self.model.optimizer)
+        step = int(optimizer.iterations) - 1  # the step that just ran
+        schedule = _schedule_of(optimizer)
+        if schedule is not None:
+            value = schedule(max(step, 0))
+        else:
+            value = optimizer.learning_rate
+        return step, float(keras.ops.convert_to_numpy(value))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step, value = self._current()
+        self.steps.append(step)
+        self.learning_rates.append(value)
+        if logs is not None:
+            logs[self.key] = value
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.learning_rates:
+            logs[self.key] = self.learning_rates[-1]
