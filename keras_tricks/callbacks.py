@@ -182,3 +182,6 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.learning_rates:
             logs[self.key] = self.learning_rates[-1]
+
+
+from keras_tricks._ema import ExponentialMovingAverage  # noqa: E402,F401

@@ -1,0 +1,323 @@
+"""Exponential moving average of all model weights, BatchNorm statistics included, as a callback."""
+
+import contextlib
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+_STATE_FILE = "ema_state.npz"
+
+
+def _is_float(variable):
+    return "float" in str(variable.dtype)
+
+
+class ExponentialMovingAverage(keras.callbacks.Callback):
+    """Keep an exponential moving average (EMA) of the weights; evaluate and checkpoint with it.
+
+    Polyak averaging as in `tf.train.ExponentialMovingAverage` (used by the TF ResNet and
+    EfficientNet references) and Page's "How to train your ResNet" (EMA updated every 5 steps).
+    After training step `t` (1-based), when `t` is a multiple of `every_n_steps`:
+
+    ```python
+    d = min(decay, (1 + t) / (10 + t)) if warmup else decay
+    average = d * average + (1 - d) * weight   # for every trainable and BN-statistics variable
+    ```
+
+    The averages start as a copy of the weights when training begins. Validation (the
+    `validation_data` of `fit`), `evaluate` and `predict` called with this callback run on the
+    averaged weights; training always resumes on the raw ones, which stay in the model when
+    `fit` returns. `averaged()` (a context manager) and `apply_average()` put the averages in
+    the model yourself, e.g. to export.
+
+    How it differs from Keras's optimizer `use_ema=True` + `keras.callbacks.SwapEMAWeights`:
+    Keras averages trainable variables only, so BatchNorm's moving mean/variance (which belong
+    to the raw weights) are used with averaged kernels; it has no warmup (the first average is
+    the first step's weights); it updates every step inside the optimizer step; and every
+    `fit()` ends by overwriting the model with the averages, so a second `fit()` continues from
+    averaged weights. Here non-trainable float variables are averaged too (optional), the
+    update runs every `every_n_steps` steps outside the compiled train step, and the raw weights
+    are never lost. With `every_n_steps=k`, use `decay ** k` to keep the same time horizon.
+
+    The update of all variables runs as one XLA-compiled function (`tf.function(jit_compile=True)`
+    on TensorFlow, `jax.jit` on JAX) written with `keras.ops`; other backends run it eagerly.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_tricks.callbacks import ExponentialMovingAverage
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(2)])
+    model.compile("sgd", loss="mse")
+    x, y = np.random.rand(64, 4), np.random.rand(64, 2)
+    ema = ExponentialMovingAverage(decay=0.99, every_n_steps=5)
+    model.fit(x, y, validation_data=(x, y), epochs=2, callbacks=[ema], verbose=0)  # val on EMA
+    with ema.averaged():
+        averaged_loss = model.evaluate(x, y, verbose=0)
+    ```
+
+    Args:
+        decay: Decay per update, in (0, 1).
+        every_n_steps: Update the averages after every `every_n_steps` training steps.
+        warmup: Use `min(decay, (1 + t) / (10 + t))` so early averages are not dominated by the
+            random initialisation (TF's `num_updates`).
+        include_non_trainable: Also average non-trainable float variables (BatchNorm moving
+            statistics), so the averaged model uses statistics matching its averaged kernels.
+        filepath: Optional path to save the averaged model at the end of every epoch;
+            `.keras` (whole model, `model.save`) or `.weights.h5` (`save_weights`); may contain
+            `{epoch}` and log names like `ModelCheckpoint`.
+        backup_dir: Optional directory (use the same as `keras.callbacks.BackupAndRestore`) where
+            the EMA state is written whenever `save_freq` says, and restored from when `fit`
+            begins, so an interrupted and resumed run gets the same averages.
+        save_freq: `"epoch"` or an integer number of batches, for `backup_dir`.
+        delete_backup: Delete the state file when `fit` completes (as `BackupAndRestore` does).
+        compiled: Run the update as one compiled function (see above); `False` runs it eagerly.
+    """
+
+    def __init__(
+        self,
+        decay=0.999,
+        every_n_steps=1,
+        warmup=True,
+        include_non_trainable=True,
+        filepath=None,
+        backup_dir=None,
+        save_freq="epoch",
+        delete_backup=True,
+        compiled=True,
+    ):
+        super().__init__()
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
+            raise ValueError(f"`decay` must be a number in (0, 1). Received: decay={decay!r}")
+        if (
+            isinstance(every_n_steps, bool)
+            or not isinstance(every_n_steps, int)
+            or every_n_steps < 1
+        ):
+            raise ValueError(
+                f"`every_n_steps` must be a positive integer. Received: every_n_steps={every_n_steps!r}"
+            )
+        if filepath is not None and not str(filepath).endswith((".keras", ".weights.h5")):
+            raise ValueError(
+                f"`filepath` must end in `.keras` or `.weights.h5`. Received: filepath={filepath!r}"
+            )
+        if save_freq != "epoch" and (
+            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
+        ):
+            raise ValueError(
+                f'`save_freq` must be "epoch" or a positive integer. Received: save_freq={save_freq!r}'
+            )
+        self.decay = float(decay)
+        self.every_n_steps = every_n_steps
+        self.warmup = bool(warmup)
+        self.include_non_trainable = bool(include_non_trainable)
+        self.filepath = None if filepath is None else os.fspath(filepath)
+        self.backup_dir = None if backup_dir is None else os.fspath(backup_dir)
+        self.save_freq = save_freq
+        self.delete_backup = bool(delete_backup)
+        self.compiled = bool(compiled)
+
+        self.steps = 0  # training steps seen, over all `fit` calls
+        self.num_updates = 0
+        self._averages = None
+        self._sources = None
+        self._owner = None
+        self._update_fn = None
+        self._swapped = False
+        self._last_batch = -1
+        self._batches_since_backup = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def average_variables(self):
+        """The averaged values, one `keras.Variable` per averaged model variable (or None)."""
+        return self._averages
+
+    @property
+    def averaged_model_variables(self):
+        """The model variables being averaged, in the order of `average_variables`."""
+        return self._sources
+
+    def _select(self, model):
+        if self.include_non_trainable:
+            return [v for v in model.weights if v.trainable or _is_float(v)]
+        return list(model.trainable_weights)
+
+    def _ensure_built(self, model):
+        if self._averages is not None and self._owner is model:
+            return
+        self._owner = model
+        self._sources = self._select(model)
+        self._averages = [
+            keras.Variable(ops.convert_to_numpy(v), dtype=v.dtype, trainable=False, name=f"ema_{i}")
+            for i, v in enumerate(self._sources)
+        ]
+        self._update_fn = self._make_update_fn()
+        self.steps = 0
+        self.num_updates = 0
+
+    def current_decay(self, step):
+        """The decay applied by the update after training step `step` (1-based)."""
+        if self.warmup:
+            return min(self.decay, (1.0 + step) / (10.0 + step))
+        return self.decay
+
+    # ----------------------------------------------------------------- update
+    @staticmethod
+    def _averaged_values(decay, averages, values):
+        out = []
+        for average, value in zip(averages, values):
+            d = ops.cast(decay, average.dtype)
+            out.append(ops.add(average, ops.multiply(1.0 - d, ops.subtract(value, average))))
+        return out
+
+    def _make_update_fn(self):
+        averages, sources = self._averages, self._sources
+        backend = keras.backend.backend()
+
+        def update_in_place(decay):
+            new = self._averaged_values(decay, averages, sources)
+            for average, value in zip(averages, new):
+                average.assign(value)
+
+        if not self.compiled:
+            return update_in_place
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            # One XLA program for all variables: a few hundred eager ops per update otherwise,
+            # and XLA fuses each variable's read-modify-write into a single pass over memory.
+            return tf.function(update_in_place, autograph=False, jit_compile=True)
+        if backend == "jax":
+            import jax
+
+            pure = jax.jit(self._averaged_values)
+
+            def update_jax(decay):
+                new = pure(decay, [a.value for a in averages], [s.value for s in sources])
+                for average, value in zip(averages, new):
+                    average.assign(value)
+
+            return update_jax
+        return update_in_place
+
+    def update(self, step=None):
+        """Fold the model's current weights into the averages (as after training step `step`)."""
+        model = self.model  # on JAX this attaches the latest training state to the variables
+        self._ensure_built(model)
+        step = self.steps if step is None else step
+        self._update_fn(ops.convert_to_tensor(self.current_decay(step), "float32"))
+        self.num_updates += 1
+
+    # ------------------------------------------------------------------ swaps
+    def _swap(self):
+        for source, average in zip(self._sources, self._averages):
+            raw = ops.convert_to_numpy(source)
+            source.assign(average)
+            average.assign(raw)
+        self._swapped = not self._swapped
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """Context manager: the model holds the averaged weights inside, the raw ones after."""
+        if self._averages is None:
+            raise ValueError("No averages yet: train with this callback first.")
+        entered = not self._swapped
+        if entered:
+            self._swap()
+        try:
+            yield self._owner
+        finally:
+            if entered:
+                self._swap()
+
+    def apply_average(self):
+        """Copy the averages into the model for good (e.g. before export); raw weights are lost."""
+        if self._averages is None:
+            raise ValueError("No averages yet: train with this callback first.")
+        if self._swapped:
+            self._swapped = False
+            return
+        for source, average in zip(self._sources, self._averages):
+            source.assign(average)
+
+    # ----------------------------------------------------------------- backup
+    def _state_path(self):
+        return os.path.join(self.backup_dir, _STATE_FILE)
+
+    def _save_state(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        arrays = {f"average_{i}": ops.convert_to_numpy(a) for i, a in enumerate(self._averages)}
+        tmp = self._state_path() + ".tmp.npz"
+        np.savez(tmp, steps=self.steps, num_updates=self.num_updates, **arrays)
+        os.replace(tmp, self._state_path())  # never leave a half-written state behind
+
+    def _load_state(self):
+        with np.load(self._state_path()) as state:
+            n = len([k for k in state.files if k.startswith("average_")])
+            if n != len(self._averages):
+                raise ValueError(
+                    f"EMA state in {self._state_path()} has {n} variables but the model has "
+                    f"{len(self._averages)}; was it written by another model?"
+                )
+            for i, average in enumerate(self._averages):
+                average.assign(state[f"average_{i}"])
+            self.steps = int(state["steps"])
+            self.num_updates = int(state["num_updates"])
+
+    # -------------------------------------------------------------- callbacks
+    def on_train_begin(self, logs=None):
+        self._ensure_built(self.model)
+        if self.backup_dir is not None and os.path.exists(self._state_path()):
+            self._load_state()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last_batch = -1
+
+    def on_train_batch_end(self, batch, logs=None):
+        # With steps_per_execution > 1 Keras reports only the last batch of each execution.
+        previous = self.steps
+        self.steps += batch - self._last_batch
+        self._batches_since_backup += batch - self._last_batch
+        self._last_batch = batch
+        if self.steps // self.every_n_steps > previous // self.every_n_steps:
+            self.update()
+        if (
+            self.backup_dir is not None
+            and self.save_freq != "epoch"
+            and self._batches_since_backup >= self.save_freq
+        ):
+            self._batches_since_backup = 0
+            self._save_state()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.filepath is not None:
+            path = self.filepath.format(epoch=epoch + 1, **(logs or {}))
+            with self.averaged() as model:
+                if path.endswith(".keras"):
+                    model.save(path)
+                else:
+                    model.save_weights(path)
+        if self.backup_dir is not None and self.save_freq == "epoch":
+            self._save_state()
+
+    def on_train_end(self, logs=None):
+        if self.backup_dir is not None and self.delete_backup:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._state_path())
+
+    def on_test_begin(self, logs=None):
+        if self._averages is not None and self._owner is self.model and not self._swapped:
+            self._swap()
+
+    def on_test_end(self, logs=None):
+        if self._swapped:
+            self._swap()
+
+    on_predict_begin = on_test_begin
+    on_predict_end = on_test_end
