@@ -1,0 +1,320 @@
+"""`tf.data` input pipelines: TFRecord shards (local or gs://) or arrays -> augmented batches.
+
+TensorFlow-only (tf.data); the augmentation layers it places are backend-agnostic.
+
+One call builds the whole pipeline, in the order that keeps the expensive work out of the epoch
+loop (the `tf.data` performance guide, https://www.tensorflow.org/guide/data_performance):
+
+    read -> decode + fixed `preprocess` (once) -> cache -> shuffle -> batch -> one-hot labels
+         -> [random augmentation, per batch] -> prefetch
+
+The random augmentation runs on whole batches, either
+
+- `placement="model"` (default): not in `tf.data` at all. The layers are returned as
+  `pipeline.augmentation` (a `keras.Sequential`) and `pipeline.attach(model)` puts them in front
+  of the model, so they run on the accelerator inside the compiled train step, a batch at a time
+  (David Page, "How to train your ResNet", https://myrtle.ai/learn/how-to-train-your-resnet/).
+  They are identity at evaluation (`training=False`).
+- `placement="data"`: in `tf.data`, after batching (vectorised, on the host CPU, overlapped with
+  training by `prefetch`).
+
+Layers that change the labels (MixUp, CutMix: ours, Keras's or keras-cv's) need the labels,
+which the model never sees, so they always run in `tf.data`, and the labels are one-hot encoded
+for them. Our layers, Keras core preprocessing layers and keras-cv layers are all accepted.
+
+Example:
+
+```python
+import numpy as np, keras
+from keras_tricks import augment, data
+
+x = np.random.randint(0, 256, (256, 32, 32, 3), dtype="uint8")
+y = np.random.randint(0, 10, 256)
+pipe = data.input_pipeline(
+    (x, y), batch_size=64, num_classes=10,
+    augmentation=[augment.RandomPadCrop(4), augment.RandomFlip(), augment.Cutout(8),
+                  augment.MixUp(0.2)],
+)
+model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+                          keras.layers.Flatten(), keras.layers.Dense(10)])
+model = pipe.attach(model)          # pad-crop, flip, cutout run inside the model
+model.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
+model.fit(pipe.dataset, epochs=1, verbose=0)
+```
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_tricks import augment as _augment
+
+__all__ = ["input_pipeline", "InputPipeline", "changes_labels"]
+
+_PLACEMENTS = ("model", "data")
+# keras-cv (and Keras) class names of layers that mix labels; matched by name so that
+# keras-cv stays an optional dependency.
+_LABEL_MIXING_NAMES = {"MixUp", "CutMix", "FourierMix", "Mosaic"}
+
+
+def changes_labels(layer):
+    """Whether `layer` mixes labels (MixUp/CutMix of keras_tricks, Keras or keras-cv)."""
+    if isinstance(layer, _augment._LabelMixing):
+        return True
+    return type(layer).__name__ in _LABEL_MIXING_NAMES
+
+
+@dataclasses.dataclass
+class InputPipeline:
+    """What `input_pipeline` built.
+
+    Attributes:
+        dataset: the `tf.data.Dataset` of `(images, labels)` batches.
+        augmentation: `keras.Sequential` of the layers to run in the model
+            (`placement="model"`), or None.
+        num_examples: examples per epoch (before batching).
+        batch_size: batch size.
+        num_classes: number of classes (None if unknown).
+        label_names: class names from the TFRecord manifest, or None.
+        mean: per-channel pixel mean of the training data (0..255 scale), or None.
+        std: per-channel pixel standard deviation (0..255 scale), or None.
+    """
+
+    dataset: tf.data.Dataset
+    augmentation: keras.Sequential | None
+    num_examples: int
+    batch_size: int
+    num_classes: int | None = None
+    label_names: list | None = None
+    mean: list | None = None
+    std: list | None = None
+
+    @property
+    def steps_per_epoch(self):
+        """Batches per epoch (the last, partial batch counts when it is kept)."""
+        return -(-self.num_examples // self.batch_size)
+
+    def attach(self, model):
+        """`model` with the on-device augmentation in front, as a functional `keras.Model`.
+
+        Its input has the dataset's image shape and dtype (uint8 stays uint8 through the
+        augmentation, a quarter of the float32 memory traffic). Returns `model` itself when
+        there is nothing to run in the model.
+        """
+        if self.augmentation is None:
+            return model
+        spec = self.dataset.element_spec[0]
+        inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name="images")
+        outputs = model(self.augmentation(inputs))
+        return keras.Model(inputs, outputs, name=f"augmented_{model.name}")
+
+
+def _check_int(name, value, minimum=1, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; received {name}={value!r}.")
+    return int(value)
+
+
+def _call_layer(layer, images, labels):
+    """Apply one augmentation to a batch; label-mixing layers get and return a dict."""
+    if changes_labels(layer):
+        out = layer({"images": images, "labels": labels}, training=True)
+        return out["images"], out["labels"]
+    if isinstance(layer, keras.layers.Layer):
+        return layer(images, training=True), labels
+    return layer(images), labels
+
+
+def _from_arrays(source):
+    if not (isinstance(source, (tuple, list)) and len(source) == 2):
+        raise ValueError(
+            "`source` must be a TFRecord directory (local path or gs:// URL) or an "
+            f"(images, labels) pair of arrays; received {type(source).__name__}."
+        )
+    images, labels = np.asarray(source[0]), np.asarray(source[1]).reshape(-1)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(
+            f"`source` images must have shape (N, H, W) or (N, H, W, C); received {images.shape}."
+        )
+    if len(images) != len(labels):
+        raise ValueError(
+            f"`source` images and labels differ in length: {len(images)} images, "
+            f"{len(labels)} labels."
+        )
+    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype("int64")))
+    # Per-channel statistics on the 0..255 scale, like the TFRecord manifest's.
+    flat = images.reshape(-1, images.shape[-1]).astype("float64")
+    info = {
+        "num_examples": len(images),
+        "num_classes": int(labels.max()) + 1 if len(labels) else None,
+        "label_names": None,
+        "mean": flat.mean(axis=0).tolist(),
+        "std": flat.std(axis=0).tolist(),
+    }
+    return ds, info
+
+
+def _from_tfrecords(path, split):
+    import tfrecord_tools
+
+    manifest = tfrecord_tools.read_manifest(path)
+    if split not in manifest["splits"]:
+        raise ValueError(
+            f"`split` must be one of {sorted(manifest['splits'])} for {path!r}; "
+            f"received split={split!r}."
+        )
+    ds = tfrecord_tools.read_dataset(path, split)
+    info = {
+        "num_examples": manifest["splits"][split]["num_records"],
+        "num_classes": manifest.get("num_classes"),
+        "label_names": manifest.get("label_names"),
+        "mean": manifest.get("mean"),
+        "std": manifest.get("std"),
+    }
+    return ds, info
+
+
+def input_pipeline(
+    source,
+    split="train",
+    *,
+    batch_size=128,
+    augmentation=(),
+    placement="model",
+    training=True,
+    preprocess=None,
+    num_classes=None,
+    one_hot=None,
+    shuffle_buffer=None,
+    cache=True,
+    seed=None,
+    drop_remainder=None,
+    repeat=False,
+    num_parallel_calls=tf.data.AUTOTUNE,
+):
+    """Build the input pipeline for training or evaluation from TFRecord shards or arrays.
+
+    Args:
+        source: a directory of shards written by `tfrecord_tools` (local or `gs://`; read with
+            `tfrecord_tools.read_dataset`), or an `(images, labels)` pair of arrays.
+        split: which split of a TFRecord directory.
+        batch_size: examples per batch.
+        augmentation: sequence of layers (ours, Keras core, keras-cv) or callables on batches.
+        placement: "model" (run in the model, returned as `.augmentation`) or "data" (in
+            `tf.data` after batching). Label-mixing layers always run in `tf.data`.
+        training: False builds an evaluation pipeline: no shuffle, no augmentation (labels are
+            still one-hot when `augmentation` mixes labels, to match the training loss).
+        preprocess: optional `f(image, label) -> (image, label)` on single examples, done once
+            before the cache (e.g. resize to a fixed size).
+        num_classes: classes for one-hot labels; by default from the manifest / max label + 1.
+        one_hot: one-hot labels; None means only when `augmentation` mixes labels.
+        shuffle_buffer: examples in the shuffle buffer; None means the whole epoch
+            (a perfect shuffle) up to 50 000 examples.
+        cache: True caches in memory, a file name caches on disk, False does not cache.
+        seed: seed of the shuffle.
+        drop_remainder: drop the last partial batch; None means True for training.
+        repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
+        num_parallel_calls: parallelism of the maps.
+
+    Returns:
+        `InputPipeline` with `.dataset`, `.augmentation`, `.attach(model)`, `.steps_per_epoch`,
+        `.num_classes`, `.label_names`, `.mean`, `.std`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tricks import augment, data
+    x = np.zeros((100, 28, 28), "uint8"); y = np.arange(100) % 10
+    pipe = data.input_pipeline((x, y), batch_size=32, placement="data",
+                               augmentation=[augment.RandomFlip(), augment.MixUp(0.2)],
+                               num_classes=10)
+    images, labels = next(iter(pipe.dataset))   # (32, 28, 28, 1) uint8, (32, 10) float32
+    ```
+    """
+    batch_size = _check_int("batch_size", batch_size)
+    if placement not in _PLACEMENTS:
+        raise ValueError(
+            f"`placement` must be one of {_PLACEMENTS}; received placement={placement!r}."
+        )
+    if callable(augmentation):  # one layer or a keras.Sequential
+        augmentation = [augmentation]
+    augmentation = list(augmentation)
+    for layer in augmentation:
+        if not callable(layer):
+            raise ValueError(f"`augmentation` must hold layers or callables; received {layer!r}.")
+    num_classes = _check_int("num_classes", num_classes, minimum=2, allow_none=True)
+    shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, allow_none=True)
+    if not isinstance(cache, (bool, str, os.PathLike)):
+        raise ValueError(f"`cache` must be a bool or a file name; received cache={cache!r}.")
+
+    if isinstance(source, (str, os.PathLike)):
+        ds, info = _from_tfrecords(os.fspath(source), split)
+    else:
+        ds, info = _from_arrays(source)
+    num_classes = num_classes or info["num_classes"]
+    mixing = [layer for layer in augmentation if changes_labels(layer)]
+    one_hot = bool(mixing) if one_hot is None else bool(one_hot)
+    if one_hot and num_classes is None:
+        raise ValueError("`num_classes` is needed for one-hot labels; received num_classes=None.")
+
+    if preprocess is not None:
+        ds = ds.map(preprocess, num_parallel_calls=num_parallel_calls)
+    if cache:
+        ds = ds.cache("" if cache is True else os.fspath(cache))
+    if training:
+        buffer = shuffle_buffer or min(info["num_examples"], 50_000)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+    if one_hot:
+        depth = num_classes
+        ds = ds.map(
+            lambda x, y: (x, tf.one_hot(y, depth, dtype=tf.float32)),
+            num_parallel_calls=num_parallel_calls,
+        )
+
+    in_model = []
+    if training and augmentation:
+        in_data = []
+        for layer in augmentation:
+            if placement == "data" or changes_labels(layer):
+                in_data.append(layer)
+            else:
+                in_model.append(layer)
+
+        def apply(images, labels):
+            for layer in in_data:
+                images, labels = _call_layer(layer, images, labels)
+            return images, labels
+
+        if in_data:
+            ds = ds.map(apply, num_parallel_calls=num_parallel_calls)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    model_aug = None
+    if in_model:
+        # An explicit Input keeps the images' dtype: without it Sequential feeds float32.
+        spec = ds.element_spec[0]
+        image_input = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name)
+        model_aug = keras.Sequential([image_input] + in_model, name="augmentation")
+    num_examples = info["num_examples"]
+    if training and (drop_remainder is None or drop_remainder):
+        num_examples = num_examples // batch_size * batch_size
+    return InputPipeline(
+        dataset=ds,
+        augmentation=model_aug,
+        num_examples=num_examples,
+        batch_size=batch_size,
+        num_classes=num_classes,
+        label_names=info["label_names"],
+        mean=info["mean"],
+        std=info["std"],
+    )

@@ -1,0 +1,245 @@
+"""Tests for keras_tricks.data: caching, shuffling, one-hot labels, augmentation placement."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_tricks import augment, data
+
+
+def arrays(n=96, size=8, classes=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, size, size, 3)).astype("uint8")
+    # Image i carries its own index in pixel (0, 0, 0) so examples can be traced.
+    x[:, 0, 0, 0] = np.arange(n) % 256
+    return x, (np.arange(n) % classes).astype("int64")
+
+
+def collect(ds):
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_each_epoch_is_a_fresh_shuffle_of_every_example_once():
+    x, y = arrays()
+    pipe = data.input_pipeline((x, y), batch_size=16, seed=0)
+    first_x, first_y = collect(pipe.dataset)
+    second_x, _ = collect(pipe.dataset)
+    assert pipe.steps_per_epoch == 6 and len(first_x) == 96
+    # Same multiset of examples as the source, in a different order each epoch.
+    np.testing.assert_array_equal(np.sort(first_x[:, 0, 0, 0]), np.arange(96))
+    np.testing.assert_array_equal(first_y, y[first_x[:, 0, 0, 0]])
+    assert not np.array_equal(first_x[:, 0, 0, 0], np.arange(96))
+    assert not np.array_equal(first_x[:, 0, 0, 0], second_x[:, 0, 0, 0])
+
+
+def test_fixed_preprocessing_runs_once_then_comes_from_the_cache():
+    x, y = arrays(n=32)
+    calls = []
+
+    def count(image):
+        calls.append(1)
+        return image
+
+    def preprocess(image, label):
+        image = tf.py_function(count, [image], tf.uint8)
+        image.set_shape((8, 8, 3))
+        return image, label
+
+    pipe = data.input_pipeline((x, y), batch_size=8, preprocess=preprocess)
+    for _ in range(3):
+        collect(pipe.dataset)
+    assert len(calls) == 32  # one call per example, not per example and epoch
+
+
+def test_labels_are_one_hot_only_when_an_augmentation_mixes_them():
+    x, y = arrays()
+    plain = data.input_pipeline((x, y), batch_size=16, augmentation=[augment.RandomFlip()])
+    _, labels = next(iter(plain.dataset))
+    assert labels.shape == (16,) and labels.dtype == tf.int64
+    mixed = data.input_pipeline(
+        (x, y), batch_size=16, augmentation=[augment.MixUp(alpha=0.4, seed=1)]
+    )
+    assert mixed.num_classes == 6
+    images, labels = next(iter(mixed.dataset))
+    assert labels.shape == (16, 6)
+    np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, rtol=1e-6)
+    assert (labels.numpy().max(axis=1) < 1.0).any()  # mixed in tf.data, with the images
+    # Evaluation pipeline: labels one-hot to match the loss, but no mixing and no shuffle.
+    evaluation = data.input_pipeline(
+        (x, y), batch_size=16, training=False, augmentation=[augment.MixUp(alpha=0.4)]
+    )
+    images, labels = collect(evaluation.dataset)
+    np.testing.assert_array_equal(images, x)
+    np.testing.assert_array_equal(labels, np.eye(6)[y])
+
+
+def test_data_placement_augments_batches_in_tf_data():
+    x, y = arrays()
+    pipe = data.input_pipeline(
+        (x, y), batch_size=16, placement="data", augmentation=[augment.RandomFlip(rate=1.0)]
+    )
+    assert pipe.augmentation is None
+    images, labels = next(iter(pipe.dataset))
+    index = images.numpy()[:, 0, -1, 0]  # the traced pixel moved to the right edge
+    np.testing.assert_array_equal(images.numpy(), x[index][:, :, ::-1])
+
+
+def test_model_placement_returns_layers_that_run_first_in_the_model():
+    x, y = arrays()
+    flip = augment.RandomFlip(rate=1.0)
+    pipe = data.input_pipeline((x, y), batch_size=16, augmentation=[flip])
+    images, _ = next(iter(pipe.dataset))
+    np.testing.assert_array_equal(images.numpy(), x[images.numpy()[:, 0, 0, 0]])  # untouched
+    assert pipe.augmentation.layers == [flip]
+    identity = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Identity()])
+    model = pipe.attach(identity)
+    assert model.layers[1] is pipe.augmentation and pipe.augmentation.output.dtype == "uint8"
+    np.testing.assert_array_equal(model(images, training=True).numpy(), images.numpy()[:, :, ::-1])
+    np.testing.assert_array_equal(model.predict(images, verbose=0), images.numpy())
+
+
+def test_label_mixing_layers_stay_in_tf_data_with_model_placement():
+    x, y = arrays()
+    mix = augment.CutMix(alpha=1.0, seed=0)
+    pipe = data.input_pipeline((x, y), batch_size=16, augmentation=[augment.RandomFlip(), mix])
+    assert [type(layer) for layer in pipe.augmentation.layers] == [augment.RandomFlip]
+    _, labels = next(iter(pipe.dataset))
+    assert labels.shape == (16, 6) and (labels.numpy().max(axis=1) < 1.0).any()
+
+
+def test_accepts_keras_core_and_keras_cv_layers():
+    keras_cv = pytest.importorskip("keras_cv")
+    x, y = arrays()
+    chain = [
+        keras.layers.RandomFlip("horizontal", seed=0),
+        keras_cv.layers.RandomFlip("horizontal", seed=1),
+        keras.layers.MixUp(alpha=0.4, seed=2),
+        keras_cv.layers.CutMix(seed=3),
+    ]
+    pipe = data.input_pipeline((x, y), batch_size=16, placement="data", augmentation=chain)
+    images, labels = next(iter(pipe.dataset))
+    assert images.shape == (16, 8, 8, 3) and labels.shape == (16, 6)
+    np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    model_pipe = data.input_pipeline((x, y), batch_size=16, augmentation=chain[:2])
+    assert len(model_pipe.augmentation.layers) == 2
+    model = model_pipe.attach(
+        keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(6)])
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert np.isfinite(model.fit(model_pipe.dataset, epochs=1, verbose=0).history["loss"]).all()
+
+
+def test_reads_tfrecord_shards_with_manifest_statistics(tmp_path):
+    tfrecord_tools = pytest.importorskip("tfrecord_tools")
+    x, y = arrays(n=40)
+    names = [f"class{i}" for i in range(6)]
+    tfrecord_tools.write_shards(
+        x,
+        y,
+        str(tmp_path),
+        split="train",
+        num_shards=3,
+        name="tiny",
+        label_names=names,
+        progress=False,
+    )
+    pipe = data.input_pipeline(
+        str(tmp_path),
+        "train",
+        batch_size=8,
+        augmentation=[augment.MixUp(0.4, seed=0)],
+        training=False,
+    )
+    assert pipe.label_names == names and pipe.num_classes == 6 and pipe.num_examples == 40
+    # The manifest's statistics are the per-channel mean/std of the pixels (0..255).
+    flat = x.reshape(-1, 3).astype("float64")
+    np.testing.assert_allclose(pipe.mean, flat.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(pipe.std, flat.std(axis=0), rtol=1e-9)
+    images, labels = collect(pipe.dataset)
+    order = np.argsort(images[:, 0, 0, 0])
+    np.testing.assert_array_equal(images[order], x)  # PNG is lossless
+    np.testing.assert_array_equal(labels[order], np.eye(6)[y])
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"placement": "gpu"}, "placement"),
+        ({"augmentation": [3]}, "augmentation"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"cache": 3}, "cache"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, name):
+    x, y = arrays(n=8)
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        data.input_pipeline((x, y), **kwargs)
+
+
+def test_mismatched_arrays_raise_value_error():
+    x, y = arrays(n=8)
+    with pytest.raises(ValueError, match="8 images, 7 labels"):
+        data.input_pipeline((x, y[:7]))
+
+
+GS_PIPELINE = """
+import json, sys
+import numpy as np
+import tfrecord_tools
+from keras_tricks import augment, data
+
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, size=(24, 8, 8, 3)).astype("uint8")
+x[:, 0, 0, 0] = np.arange(24)
+y = np.arange(24) % 4
+url = sys.argv[1]
+tfrecord_tools.write_shards(x, y, url, split="train", num_shards=2, name="gs_tiny", progress=False)
+pipe = data.input_pipeline(url, "train", batch_size=6, training=False,
+                           augmentation=[augment.CutMix(1.0, seed=0)])
+images, labels = [], []
+for a, b in pipe.dataset:
+    images.append(a.numpy()); labels.append(b.numpy())
+images, labels = np.concatenate(images), np.concatenate(labels)
+order = np.argsort(images[:, 0, 0, 0])
+print(json.dumps({
+    "images_equal": bool(np.array_equal(images[order], x)),
+    "labels_equal": bool(np.array_equal(labels[order], np.eye(4)[y])),
+    "num_examples": pipe.num_examples,
+    "mean_ok": bool(np.allclose(pipe.mean, x.reshape(-1, 3).mean(axis=0))),
+}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.gcs
+def test_reads_tfrecord_shards_from_gs_through_tf_own_client(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from gcs_emulator import GCSEndpoint
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with GCSEndpoint(buckets=["h5-data-test"]) as gcs:
+        env = gcs.tf_env()
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.run(
+            [sys.executable, "-c", GS_PIPELINE, "gs://h5-data-test/tiny"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {
+        "images_equal": True,
+        "labels_equal": True,
+        "num_examples": 24,
+        "mean_ok": True,
+    }
