@@ -1,3 +1,33 @@
-"""tfrecord_tools: sharded TFRecord conversion to local disk or gs://, verification and fast reading."""
+"""tfrecord_tools: sharded TFRecord conversion to local disk or gs://, verification and fast reading.
+
+```python
+import tfrecord_tools
+tfrecord_tools.convert("idx:/usr/share/datasets/fashion-mnist", "/tmp/fmnist",
+                       num_shards=8, num_workers=2, name="fashion_mnist")
+tfrecord_tools.verify("/tmp/fmnist").ok                         # True
+ds = tfrecord_tools.read_dataset("/tmp/fmnist", "train")        # (uint8 HWC image, int64 label)
+```
+"""
 
 __version__ = "0.1.0"
+
+# None of these modules imports TensorFlow at import time (they do inside their functions), so
+# importing the package stays light for the writer's worker processes. The functions are bound
+# here explicitly so that they, not the same-named submodules, are the package attributes.
+from tfrecord_tools.inspect import inspect  # noqa: E402
+from tfrecord_tools.manifest import read_manifest  # noqa: E402
+from tfrecord_tools.reader import read_dataset  # noqa: E402
+from tfrecord_tools.sources import CorruptImageError, open_source  # noqa: E402
+from tfrecord_tools.verify import verify  # noqa: E402
+from tfrecord_tools.writer import convert, write_shards  # noqa: E402
+
+__all__ = [
+    "CorruptImageError",
+    "convert",
+    "inspect",
+    "open_source",
+    "read_dataset",
+    "read_manifest",
+    "verify",
+    "write_shards",
+]

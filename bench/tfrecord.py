@@ -1,0 +1,302 @@
+"""Conversion and reading speed of tfrecord_tools on Fashion-MNIST, with the peers in the same run.
+
+Question: is our sharded conversion faster than the TF-tutorial loop (one `tf.io.TFRecordWriter`,
+`tf.io.encode_png` + `tf.train.Example` per image), and is `read_dataset` faster than reading the
+same images as loose PNG files with `tf.data`? Targets (issue [3]): conversion >= 1.7x the plain
+loop with 2 workers; reading >= 4x loose files.
+
+Measured (median of --repeats runs, each into a fresh directory):
+- convert: plain loop | ours num_workers=1 | ours num_workers=2 | Beam DirectRunner (one run,
+  if `tfrecord_tools.beam` and apache_beam import) — records/s and output MB/s; PNG, 8 shards.
+- disk: raw sequential write speed of the output's filesystem (4 MiB blocks, with and without
+  fsync) — the ceiling for any writer.
+- read: img/s of `read_dataset` (PNG and raw shards; single examples then `.batch(256)`, and its
+  own `batch_size=256`) vs `tf.data` over loose PNG files (`list_files` -> `read_file` +
+  `decode_png` with AUTOTUNE -> `.batch(256)`); all from a warm page cache.
+
+Usage: python bench/tfrecord.py [--quick] [--repeats 3] > result.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def load_fashion_mnist(quick):
+    from keras_tricks.datasets import read_idx
+
+    splits = (("test", "t10k"),) if quick else (("train", "train"), ("test", "t10k"))
+    return {
+        split: (
+            read_idx(os.path.join(FMNIST, f"{prefix}-images-idx3-ubyte.gz")),
+            read_idx(os.path.join(FMNIST, f"{prefix}-labels-idx1-ubyte.gz")),
+        )
+        for split, prefix in splits
+    }
+
+
+def dir_bytes(path):
+    return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+
+
+def plain_loop(data, out):
+    """The TensorFlow tutorial way: one writer, eager encode_png, tf.train.Example per image."""
+    import tensorflow as tf
+
+    os.makedirs(out)
+    for split, (x, y) in data.items():
+        with tf.io.TFRecordWriter(os.path.join(out, f"{split}.tfrecord")) as writer:
+            for image, label in zip(x, y):
+                encoded = tf.io.encode_png(image[:, :, None]).numpy()
+                feature = {
+                    "image/encoded": tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[encoded])
+                    ),
+                    "image/format": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"png"])),
+                    "image/height": tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[image.shape[0]])
+                    ),
+                    "image/width": tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[image.shape[1]])
+                    ),
+                    "image/channels": tf.train.Feature(int64_list=tf.train.Int64List(value=[1])),
+                    "image/class/label": tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[int(label)])
+                    ),
+                }
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
+
+
+def ours(source, out, workers, split):
+    import tfrecord_tools
+
+    tfrecord_tools.convert(
+        source, out, split=split, num_shards=8, num_workers=workers, name="fm", progress=False
+    )
+
+
+def beam(source, out, split):
+    from tfrecord_tools.beam import convert_beam
+
+    convert_beam(source, out, split=split, num_shards=8, name="fm")
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def disk_write_speed(directory, megabytes):
+    block = np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    result = {}
+    for fsync in (False, True):
+        path = os.path.join(directory, f"disk-probe-{fsync}")
+        start = time.perf_counter()
+        with open(path, "wb") as f:
+            for _ in range(max(1, megabytes // 4)):
+                f.write(block)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        seconds = time.perf_counter() - start
+        os.remove(path)
+        result["fsync_MBps" if fsync else "page_cache_MBps"] = round(
+            max(1, megabytes // 4) * len(block) / seconds / 1e6, 1
+        )
+    return result
+
+
+def read_speed(make_dataset, repeats):
+    import tensorflow as tf
+
+    def run():
+        n = 0
+        start = time.perf_counter()
+        for images, _ in make_dataset().prefetch(tf.data.AUTOTUNE):
+            n += int(images.shape[0])
+        return n / (time.perf_counter() - start), n
+
+    run()  # warm the page cache and tf.data's autotuner
+    rates = [run()[0] for _ in range(repeats)]
+    return round(statistics.median(rates)), rates
+
+
+def loose_png_dataset(directory):
+    import tensorflow as tf
+
+    def load(path):
+        label = tf.strings.to_number(
+            tf.strings.split(tf.strings.split(path, "/")[-1], "_")[0], tf.int64
+        )
+        return tf.io.decode_png(tf.io.read_file(path), channels=1), label
+
+    files = tf.data.Dataset.list_files(os.path.join(directory, "*.png"), shuffle=False)
+    return files.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="test split only (10k), 1 repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-beam", action="store_true")
+    parser.add_argument("--workdir", default=None, help="where to write (default: a temp dir)")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+
+    import tensorflow as tf
+
+    import tfrecord_tools
+    from tfrecord_tools.example import encode_png
+
+    data = load_fashion_mnist(args.quick)
+    split = "test" if args.quick else None
+    source = f"idx:{FMNIST}"
+    num_records = sum(len(y) for _, y in data.values())
+    work = tempfile.mkdtemp(prefix="bench-tfrecord-", dir=args.workdir)
+    results = {
+        "benchmark": "tfrecord conversion and reading, Fashion-MNIST",
+        "command": " ".join(["python", "bench/tfrecord.py", *sys.argv[1:]]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+        },
+        "load_average_at_start": os.getloadavg(),
+        "records": num_records,
+        "repeats": repeats,
+    }
+    try:
+        # --- conversion ---------------------------------------------------------------------
+        conversions = {}
+        runners = {
+            "plain_tf_loop": lambda out: plain_loop(data, out),
+            "ours_1_worker": lambda out: ours(source, out, 1, split),
+            "ours_2_workers": lambda out: ours(source, out, 2, split),
+        }
+        for key, runner in runners.items():
+            times, sizes = [], []
+            for r in range(repeats):
+                out = os.path.join(work, f"{key}-{r}")
+                times.append(timed(runner, out))
+                sizes.append(dir_bytes(out))
+                shutil.rmtree(out)
+            t = statistics.median(times)
+            conversions[key] = {
+                "seconds": round(t, 3),
+                "seconds_all": [round(v, 3) for v in times],
+                "records_per_s": round(num_records / t),
+                "output_MB": round(sizes[0] / 1e6, 2),
+                "MB_per_s": round(sizes[0] / t / 1e6, 2),
+            }
+        if args.no_beam:
+            conversions["beam_direct_runner"] = {"measured": False, "why": "--no-beam"}
+        else:
+            try:
+                import apache_beam  # noqa: F401
+
+                import tfrecord_tools.beam  # noqa: F401
+            except ImportError as e:
+                conversions["beam_direct_runner"] = {
+                    "measured": False,
+                    "why": f"import failed: {e}",
+                }
+            else:
+                out = os.path.join(work, "beam")
+                t = timed(beam, source, out, split)
+                size = dir_bytes(out)
+                conversions["beam_direct_runner"] = {
+                    "seconds": round(t, 3),
+                    "records_per_s": round(num_records / t),
+                    "output_MB": round(size / 1e6, 2),
+                    "MB_per_s": round(size / t / 1e6, 2),
+                    "note": "one run (slow); DirectRunner, default options",
+                }
+                shutil.rmtree(out)
+        base = conversions["plain_tf_loop"]["seconds"]
+        for value in conversions.values():
+            if "seconds" in value:
+                value["speedup_vs_plain_loop"] = round(base / value["seconds"], 2)
+        results["convert"] = conversions
+        results["disk"] = disk_write_speed(work, 64 if args.quick else 256)
+
+        # --- reading --------------------------------------------------------------------------
+        read_split = "test" if args.quick else "train"
+        x, y = data[read_split]
+        ds_png = os.path.join(work, "read-png")
+        ds_raw = os.path.join(work, "read-raw")
+        tfrecord_tools.convert(
+            source, ds_png, split=read_split, num_shards=8, num_workers=2, name="fm", progress=False
+        )
+        tfrecord_tools.convert(
+            source,
+            ds_raw,
+            split=read_split,
+            num_shards=8,
+            num_workers=2,
+            name="fm",
+            image_format="raw",
+            progress=False,
+        )
+        loose = os.path.join(work, "loose")
+        os.makedirs(loose)
+        for i, (image, label) in enumerate(zip(x, y)):
+            with open(os.path.join(loose, f"{label}_{i:06d}.png"), "wb") as f:
+                f.write(encode_png(image))
+        reads = {}
+
+        def ours_read(path, batched):
+            if batched:  # read_dataset's own batching: parse + decode a batch at a time
+                return tfrecord_tools.read_dataset(
+                    path, read_split, deterministic=False, batch_size=256
+                )
+            return tfrecord_tools.read_dataset(path, read_split, deterministic=False).batch(256)
+
+        for key, make in (
+            ("loose_png_files_tf_data", lambda: loose_png_dataset(loose).batch(256)),
+            ("read_dataset_png", lambda: ours_read(ds_png, False)),
+            ("read_dataset_png_batch_size", lambda: ours_read(ds_png, True)),
+            ("read_dataset_raw", lambda: ours_read(ds_raw, False)),
+            ("read_dataset_raw_batch_size", lambda: ours_read(ds_raw, True)),
+        ):
+            rate, rates = read_speed(make, repeats)
+            reads[key] = {"images_per_s": rate, "all": [round(r) for r in rates]}
+        for key in [k for k in reads if k.startswith("read_dataset")]:
+            reads[key]["speedup_vs_loose_png"] = round(
+                reads[key]["images_per_s"] / reads["loose_png_files_tf_data"]["images_per_s"], 2
+            )
+        results["read"] = {"split": read_split, "images": len(y), **reads}
+        results["targets"] = {
+            "convert_2_workers_vs_plain_loop": {
+                "target": 1.7,
+                "measured": conversions["ours_2_workers"]["speedup_vs_plain_loop"],
+            },
+            "read_vs_loose_files": {
+                "target": 4.0,
+                "measured": reads["read_dataset_png"]["speedup_vs_loose_png"],
+            },
+        }
+        results["load_average_at_end"] = os.getloadavg()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    json.dump(results, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
