@@ -1,0 +1,167 @@
+"""David Page's ResNet-9 for fast CIFAR-10 training, with his bag-of-tricks options."""
+
+import keras
+from keras import layers
+
+from keras_tricks.models.resnet import _check_input_shape, _check_num_classes
+
+_ACTIVATIONS = ("relu", "celu")
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class CELU(layers.Layer):
+    """Continuously differentiable ELU (Barron 2017, https://arxiv.org/abs/1704.07483).
+
+    ```
+    celu(x) = max(0, x) + min(0, alpha * (exp(x / alpha) - 1))
+    ```
+    Page's bag-of-tricks ResNet-9 uses alpha = 0.3: a smoothed ReLU that helps at the end of
+    training.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_tricks.models import CELU
+
+    y = CELU(alpha=0.3)(keras.ops.convert_to_tensor([-1.0, 0.0, 2.0]))
+    ```
+
+    Args:
+        alpha: positive float, the scale of the negative part.
+    """
+
+    def __init__(self, alpha=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
+            raise ValueError(f"`alpha` must be a positive float; received alpha={alpha!r}.")
+        self.alpha = float(alpha)
+
+    def call(self, inputs):
+        return keras.ops.celu(inputs, alpha=self.alpha)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
+
+
+def _conv_bn_act(
+    x, filters, name, pool, activation, celu_alpha, frozen_bn_scale, pool_before_bn, init
+):
+    x = layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, kernel_initializer=init, name=name + "_conv"
+    )(x)
+    if pool and pool_before_bn:
+        # Page's speed tweak: max-pool right after the conv, so BN and the activation run on a
+        # quarter of the pixels.
+        x = layers.MaxPooling2D(2, name=name + "_pool")(x)
+    # frozen_bn_scale: γ is fixed at 1 (Keras `scale=False`), Page's `weight_freeze=True`.
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-5, scale=not frozen_bn_scale, name=name + "_bn"
+    )(x)
+    if activation == "celu":
+        x = CELU(alpha=celu_alpha, name=name + "_celu")(x)
+    else:
+        x = layers.Activation("relu", name=name + "_relu")(x)
+    if pool and not pool_before_bn:
+        x = layers.MaxPooling2D(2, name=name + "_pool")(x)
+    return x
+
+
+def resnet9(
+    num_classes=10,
+    input_shape=(32, 32, 3),
+    width=64,
+    activation="relu",
+    celu_alpha=0.3,
+    frozen_bn_scale=False,
+    pool_before_bn=False,
+    output_scale=0.125,
+    name="resnet9",
+):
+    """David Page's ResNet-9, the DAWNBench CIFAR-10 network (94% in 79 s on one V100).
+
+    "How to train your ResNet" series, https://myrtle.ai/learn/how-to-train-your-resnet/ (part 4,
+    "Architecture"; part 8, "Bag of tricks"); code: https://github.com/davidcpage/cifar10-fast.
+
+    ```
+    block(c)  = conv3x3(c, no bias) -> BN -> act                 (pool_before_bn=False)
+    prep      = block(w)
+    layer1    = block(2w) -> maxpool2;  x = x + block(2w)(block(2w)(x))
+    layer2    = block(4w) -> maxpool2
+    layer3    = block(8w) -> maxpool2;  x = x + block(8w)(block(8w)(x))
+    head      = global max pool -> dense(num_classes, no bias) -> * output_scale (0.125)
+    ```
+    With `pool_before_bn=True` the pooling blocks run conv -> maxpool -> BN -> act (Page's
+    bag-of-tricks speed-up). The convs and the classifier use PyTorch's default init
+    (U(±1/sqrt(fan_in)), which Page trained with); BN uses PyTorch's momentum/epsilon.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_tricks.models import resnet9
+
+    model = resnet9(activation="celu", frozen_bn_scale=True, pool_before_bn=True)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ```
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: (height, width, channels), channels-last; height and width at least 8.
+        width: channels of the prep layer; the layers have width × (1, 2, 4, 8).
+        activation: "relu" or "celu".
+        celu_alpha: alpha of CELU (Page: 0.3); used when activation="celu".
+        frozen_bn_scale: fix every BN scale γ at 1 (not trained), as in Page's bag of tricks.
+        pool_before_bn: conv -> pool -> BN -> act instead of conv -> BN -> act -> pool.
+        output_scale: the logits multiplier (Page: 0.125).
+        name: model name.
+
+    Returns:
+        A `keras.Model` whose outputs are float32 logits.
+    """
+    _check_num_classes(num_classes)
+    input_shape = _check_input_shape(input_shape, 8)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"`width` must be a positive int; received width={width!r}.")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(
+            f"`activation` must be one of {list(_ACTIVATIONS)}; received activation={activation!r}."
+        )
+    if isinstance(celu_alpha, bool) or not isinstance(celu_alpha, int | float) or celu_alpha <= 0:
+        raise ValueError(
+            f"`celu_alpha` must be a positive float; received celu_alpha={celu_alpha!r}."
+        )
+    for arg, value in (("frozen_bn_scale", frozen_bn_scale), ("pool_before_bn", pool_before_bn)):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{arg}` must be True or False; received {arg}={value!r}.")
+    if isinstance(output_scale, bool) or not isinstance(output_scale, int | float):
+        raise ValueError(f"`output_scale` must be a float; received output_scale={output_scale!r}.")
+
+    # PyTorch's default conv/linear init, U(±1/sqrt(fan_in)).
+    init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+    opts = dict(
+        activation=activation,
+        celu_alpha=celu_alpha,
+        frozen_bn_scale=frozen_bn_scale,
+        pool_before_bn=pool_before_bn,
+        init=init,
+    )
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv_bn_act(inputs, width, "prep", pool=False, **opts)
+    for stage, (mult, residual) in enumerate(((2, True), (4, False), (8, True)), start=1):
+        x = _conv_bn_act(x, width * mult, f"layer{stage}", pool=True, **opts)
+        if residual:
+            y = _conv_bn_act(x, width * mult, f"layer{stage}_res1", pool=False, **opts)
+            y = _conv_bn_act(y, width * mult, f"layer{stage}_res2", pool=False, **opts)
+            x = layers.Add(name=f"layer{stage}_add")([x, y])
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Dense(
+        num_classes, use_bias=False, kernel_initializer=init, dtype="float32", name="linear"
+    )(x)
+    # Keras's own Rescaling layer is the serialisable "multiply by a constant".
+    x = layers.Rescaling(output_scale, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, x, name=name)
