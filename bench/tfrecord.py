@@ -10,9 +10,14 @@ Measured (median of --repeats runs, each into a fresh directory):
   if `tfrecord_tools.beam` and apache_beam import) — records/s and output MB/s; PNG, 8 shards.
 - disk: raw sequential write speed of the output's filesystem (4 MiB blocks, with and without
   fsync) — the ceiling for any writer.
-- read: img/s of `read_dataset` (PNG and raw shards; single examples then `.batch(256)`, and its
-  own `batch_size=256`) vs `tf.data` over loose PNG files (`list_files` -> `read_file` +
-  `decode_png` with AUTOTUNE -> `.batch(256)`); all from a warm page cache.
+- read: img/s of whole passes over a dataset built once (as epochs of training), after a first
+  pass whose time (building, tracing, warm-up) is reported separately; `read_dataset` (PNG and
+  raw shards; single examples then `.batch(256)`, and its own `batch_size=256`) vs `tf.data`
+  over loose PNG files (`list_files` -> `read_file` + `decode_png` with AUTOTUNE ->
+  `.batch(256)`, deterministic=False like ours); all from a warm page cache. Also the decoders alone on PNG bytes already in memory (`decode_png` per image vs
+  `example.decode_png_batch`), the ceiling for any PNG reader.
+- CPU: conversion CPU seconds (this process + worker processes) and reading CPU microseconds per
+  image, which other jobs on a shared machine disturb much less than wall time.
 
 Usage: python bench/tfrecord.py [--quick] [--repeats 3] > result.json
 """
@@ -96,10 +101,20 @@ def beam(source, out, split):
     convert_beam(source, out, split=split, num_shards=8, name="fm")
 
 
+def _cpu_seconds():
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished worker processes
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(fn, *args):
+    """(wall seconds, CPU seconds of this process and its finished children)."""
+    cpu = _cpu_seconds()
     start = time.perf_counter()
     fn(*args)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu_seconds() - cpu
 
 
 def disk_write_speed(directory, megabytes):
@@ -123,18 +138,34 @@ def disk_write_speed(directory, megabytes):
 
 
 def read_speed(make_dataset, repeats):
+    """Build the dataset once, like a training run, and time whole passes (epochs) over it.
+
+    Returns (median img/s of `repeats` passes, all of them, median CPU us per image, seconds of
+    the first pass including building the dataset, tracing its functions and warming the page
+    cache and tf.data's autotuner).
+    """
     import tensorflow as tf
+
+    start = time.perf_counter()
+    dataset = make_dataset().prefetch(tf.data.AUTOTUNE)
 
     def run():
         n = 0
-        start = time.perf_counter()
-        for images, _ in make_dataset().prefetch(tf.data.AUTOTUNE):
+        cpu = time.process_time()
+        begin = time.perf_counter()
+        for images, _ in dataset:
             n += int(images.shape[0])
-        return n / (time.perf_counter() - start), n
+        return n / (time.perf_counter() - begin), (time.process_time() - cpu) / n * 1e6
 
-    run()  # warm the page cache and tf.data's autotuner
-    rates = [run()[0] for _ in range(repeats)]
-    return round(statistics.median(rates)), rates
+    run()
+    first = time.perf_counter() - start
+    runs = [run() for _ in range(repeats)]
+    return (
+        round(statistics.median(r for r, _ in runs)),
+        [round(r) for r, _ in runs],
+        round(statistics.median(c for _, c in runs), 2),
+        round(first, 3),
+    )
 
 
 def loose_png_dataset(directory):
@@ -147,7 +178,32 @@ def loose_png_dataset(directory):
         return tf.io.decode_png(tf.io.read_file(path), channels=1), label
 
     files = tf.data.Dataset.list_files(os.path.join(directory, "*.png"), shuffle=False)
-    return files.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    # Same out-of-order freedom as our reader gets in this benchmark (deterministic=False).
+    options = tf.data.Options()
+    options.deterministic = False
+    return files.map(load, num_parallel_calls=tf.data.AUTOTUNE).with_options(options)
+
+
+def decode_only(encoded, batched):
+    """Images from PNG bytes already in memory: the decoder's own limit, no file or record I/O."""
+    import tensorflow as tf
+
+    from tfrecord_tools.example import decode_png_batch
+
+    ds = tf.data.Dataset.from_tensor_slices((encoded, tf.zeros([len(encoded)], tf.int64)))
+    if batched:
+        ds = ds.batch(256).map(
+            lambda e, y: (decode_png_batch(e, (28, 28, 1)), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
+        )
+    else:
+        ds = ds.map(
+            lambda e, y: (tf.io.decode_png(e, channels=1), y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
+        ).batch(256)
+    return ds
 
 
 def main():
@@ -190,16 +246,19 @@ def main():
             "ours_2_workers": lambda out: ours(source, out, 2, split),
         }
         for key, runner in runners.items():
-            times, sizes = [], []
+            times, cpus, sizes = [], [], []
             for r in range(repeats):
                 out = os.path.join(work, f"{key}-{r}")
-                times.append(timed(runner, out))
+                seconds, cpu = timed(runner, out)
+                times.append(seconds)
+                cpus.append(cpu)
                 sizes.append(dir_bytes(out))
                 shutil.rmtree(out)
             t = statistics.median(times)
             conversions[key] = {
                 "seconds": round(t, 3),
                 "seconds_all": [round(v, 3) for v in times],
+                "cpu_seconds": round(statistics.median(cpus), 3),
                 "records_per_s": round(num_records / t),
                 "output_MB": round(sizes[0] / 1e6, 2),
                 "MB_per_s": round(sizes[0] / t / 1e6, 2),
@@ -218,10 +277,11 @@ def main():
                 }
             else:
                 out = os.path.join(work, "beam")
-                t = timed(beam, source, out, split)
+                t, cpu = timed(beam, source, out, split)
                 size = dir_bytes(out)
                 conversions["beam_direct_runner"] = {
                     "seconds": round(t, 3),
+                    "cpu_seconds_parent": round(cpu, 3),
                     "records_per_s": round(num_records / t),
                     "output_MB": round(size / 1e6, 2),
                     "MB_per_s": round(size / t / 1e6, 2),
@@ -232,6 +292,10 @@ def main():
         for value in conversions.values():
             if "seconds" in value:
                 value["speedup_vs_plain_loop"] = round(base / value["seconds"], 2)
+            if "cpu_seconds" in value:  # less sensitive than wall time to other jobs' load
+                value["cpu_ratio_vs_plain_loop"] = round(
+                    conversions["plain_tf_loop"]["cpu_seconds"] / value["cpu_seconds"], 2
+                )
         results["convert"] = conversions
         results["disk"] = disk_write_speed(work, 64 if args.quick else 256)
 
@@ -274,11 +338,26 @@ def main():
             ("read_dataset_raw", lambda: ours_read(ds_raw, False)),
             ("read_dataset_raw_batch_size", lambda: ours_read(ds_raw, True)),
         ):
-            rate, rates = read_speed(make, repeats)
-            reads[key] = {"images_per_s": rate, "all": [round(r) for r in rates]}
-        for key in [k for k in reads if k.startswith("read_dataset")]:
-            reads[key]["speedup_vs_loose_png"] = round(
-                reads[key]["images_per_s"] / reads["loose_png_files_tf_data"]["images_per_s"], 2
+            rate, rates, cpu, first = read_speed(make, repeats)
+            reads[key] = {
+                "images_per_s": rate,
+                "all": rates,
+                "cpu_us_per_image": cpu,
+                "first_pass_s": first,
+            }
+        encoded = [encode_png(image) for image in x]
+        for key, batched in (
+            ("decode_only_in_memory_decode_png", False),
+            ("decode_only_in_memory_decode_png_batch", True),
+        ):
+            rate, rates, cpu, _ = read_speed(lambda b=batched: decode_only(encoded, b), repeats)
+            reads[key] = {"images_per_s": rate, "all": rates, "cpu_us_per_image": cpu}
+        loose_rate = reads["loose_png_files_tf_data"]["images_per_s"]
+        loose_cpu = reads["loose_png_files_tf_data"]["cpu_us_per_image"]
+        for key in [k for k in reads if k != "loose_png_files_tf_data"]:
+            reads[key]["speedup_vs_loose_png"] = round(reads[key]["images_per_s"] / loose_rate, 2)
+            reads[key]["cpu_ratio_vs_loose_png"] = round(
+                loose_cpu / reads[key]["cpu_us_per_image"], 2
             )
         results["read"] = {"split": read_split, "images": len(y), **reads}
         results["targets"] = {

@@ -144,3 +144,69 @@ def test_shard_statistics_equal_numpy_sums_and_bincount():
 def test_bad_image_arguments_raise_value_error_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _foreign_pngs(images):
+    """The same pixels as written by Pillow (optimised) and by TensorFlow's own encoder."""
+    out = []
+    for i, image in enumerate(images):
+        if i % 2:
+            out.append(tf.io.encode_png(image).numpy())
+        else:
+            buf = io.BytesIO()
+            Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(
+                buf, format="PNG", optimize=True
+            )
+            out.append(buf.getvalue())
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape, writer",
+    [
+        ((28, 28, 1), "ours"),  # small: filter None, inflated for the whole batch
+        ((5, 7, 3), "ours"),
+        ((3, 4, 4), "ours"),
+        ((40, 40, 3), "ours"),  # large: Paeth-filtered rows, decoded image by image
+        ((28, 28, 1), "mixed"),  # ours mixed with Pillow / TF layouts in one batch
+        ((6, 5, 3), "foreign"),
+    ],
+)
+def test_png_batch_decoder_equals_decode_png_per_image_for_any_layout(shape, writer):
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (6, *shape), dtype=np.uint8)
+    images[:, : shape[0] // 2] = 0  # runs of zeros, like the background of MNIST digits
+    if writer == "ours":
+        encoded = [ex.encode_png(i) for i in images]
+    elif writer == "foreign":
+        encoded = _foreign_pngs(images)
+    else:
+        encoded = [ex.encode_png(i) for i in images[:3]] + _foreign_pngs(images[3:])
+    got = ex.decode_png_batch(tf.constant(encoded), shape).numpy()
+    reference = np.stack([tf.io.decode_png(e, channels=shape[2]).numpy() for e in encoded])
+    np.testing.assert_array_equal(reference, images)
+    np.testing.assert_array_equal(got, reference)
+
+
+def test_png_batch_decoder_fails_on_corrupt_or_truncated_pngs_like_decode_png():
+    image = np.random.default_rng(5).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    good = ex.encode_png(image)
+    flipped = bytearray(good)
+    flipped[45] ^= 0x10  # inside the zlib stream: its Adler-32 check fails
+    for bad in (bytes(flipped), good[:-20], b"not a png"):
+        with pytest.raises(tf.errors.OpError):
+            tf.io.decode_png(bad, channels=3)
+        with pytest.raises(tf.errors.OpError):
+            ex.decode_png_batch(tf.constant([good, bad]), (8, 8, 3))
+    assert ex.decode_png_batch(tf.constant([], tf.string), (8, 8, 3)).shape == (0, 8, 8, 3)
+
+
+@pytest.mark.parametrize("size", [0, 127, 128, 16383, 16384, 300_000])
+def test_serialized_example_lengths_of_every_varint_width_parse_with_tensorflow(size):
+    # Field lengths cross the 1-, 2- and 3-byte varint boundaries (protobuf encoding spec).
+    encoded = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    record = ex.serialize_encoded(encoded, "raw", 1, max(size, 1), 1, 3, "f" * (size % 300))
+    feature = tf.train.Example.FromString(record).features.feature
+    assert feature["image/encoded"].bytes_list.value == [encoded]
+    assert feature["image/filename"].bytes_list.value == [b"f" * (size % 300)]
+    assert feature["image/width"].int64_list.value == [max(size, 1)]

@@ -74,92 +74,111 @@ class WorkerError(RuntimeError):
     """A worker process died without answering (killed, out of memory, ...)."""
 
 
-def run_in_workers(tasks, num_workers, options, on_done, progress):
-    """Build `tasks` [(task_id, payload)] in `num_workers` worker processes.
+class WorkerPool:
+    """`num_workers` worker processes, started at once and reused for every `run` until `close`.
 
-    Calls `progress(n)` for progress messages and `on_done(task_id, result)` for each finished
-    task, both in the calling thread. A worker's exception is re-raised here (after stopping all
-    workers), with the worker's traceback attached as a note.
+    Starting them before the parent reads the source overlaps their start-up (interpreter and
+    NumPy import) with that read, and one pool serves every split of a conversion.
     """
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    todo = queue.Queue()
-    for task in tasks:
-        todo.put(task)
-    events = queue.Queue()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tfrecord_tools._worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        for _ in range(min(num_workers, len(tasks)))
-    ]
-    stop = threading.Event()
 
-    def serve(proc):
-        try:
-            while not stop.is_set():
-                try:
-                    task_id, payload = todo.get_nowait()
-                except queue.Empty:
-                    return
-                _write_message(proc.stdin, (task_id, payload, options))
-                while True:
-                    message = _read_message(proc.stdout)
-                    if message is None:
-                        events.put(("crash", task_id, proc.wait(), None))
-                        return
-                    events.put(message)
-                    if message[0] != "progress":
-                        break
-        except (BrokenPipeError, OSError, ValueError) as e:
-            if not stop.is_set():
-                events.put(("crash", None, proc.poll(), repr(e)))
-        finally:
+    def __init__(self, num_workers):
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "tfrecord_tools._worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            for _ in range(num_workers)
+        ]
+
+    def run(self, tasks, options, on_done, progress):
+        """Build `tasks` [(task_id, payload)] in the workers.
+
+        Calls `progress(n)` for progress messages and `on_done(task_id, result)` for each finished
+        task, both in the calling thread. A worker's exception is re-raised here (after stopping
+        all workers; the pool is then closed), with the worker's traceback attached as a note.
+        """
+        if not self.procs:
+            raise RuntimeError("the worker pool is closed")
+        todo = queue.Queue()
+        for task in tasks:
+            todo.put(task)
+        events = queue.Queue()
+        stop = threading.Event()
+
+        def serve(proc):
             try:
-                proc.stdin.close()
-            except OSError:
-                pass
+                while not stop.is_set():
+                    try:
+                        task_id, payload = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    _write_message(proc.stdin, (task_id, payload, options))
+                    while True:
+                        message = _read_message(proc.stdout)
+                        if message is None:
+                            events.put(("crash", task_id, proc.wait(), None))
+                            return
+                        events.put(message)
+                        if message[0] != "progress":
+                            break
+            except (BrokenPipeError, OSError, ValueError) as e:
+                if not stop.is_set():
+                    events.put(("crash", None, proc.poll(), repr(e)))
 
-    threads = [threading.Thread(target=serve, args=(p,), daemon=True) for p in procs]
-    for t in threads:
-        t.start()
-    remaining = len(tasks)
-    try:
-        while remaining:
-            kind, task_id, value, extra = (*events.get(), None, None)[:4]
-            if kind == "progress":
-                progress(value)
-            elif kind == "done":
-                remaining -= 1
-                on_done(task_id, value)
-            elif kind == "error":
-                if hasattr(value, "add_note"):
-                    value.add_note(f"In worker process (task {task_id}):\n{extra}")
-                raise value
-            else:
-                raise WorkerError(
-                    f"a worker process exited with code {value} while building shard {task_id}"
-                    + (f" ({extra})" if extra else "")
-                )
-    finally:
-        stop.set()
+        threads = [
+            threading.Thread(target=serve, args=(p,), daemon=True) for p in self.procs[: len(tasks)]
+        ]
+        for t in threads:
+            t.start()
+        remaining = len(tasks)
+        try:
+            while remaining:
+                kind, task_id, value, extra = (*events.get(), None, None)[:4]
+                if kind == "progress":
+                    progress(value)
+                elif kind == "done":
+                    remaining -= 1
+                    on_done(task_id, value)
+                elif kind == "error":
+                    if hasattr(value, "add_note"):
+                        value.add_note(f"In worker process (task {task_id}):\n{extra}")
+                    raise value
+                else:
+                    raise WorkerError(
+                        f"a worker process exited with code {value} while building shard "
+                        f"{task_id}" + (f" ({extra})" if extra else "")
+                    )
+        finally:
+            stop.set()
+            if remaining:  # failed or interrupted: workers may be mid-task, stop them now
+                self.close(kill=True)
+            for t in threads:
+                t.join(timeout=5)
+
+    def close(self, kill=False):
+        """Stop the workers (closing stdin ends an idle worker; `kill` ends a busy one)."""
+        procs, self.procs = self.procs, []
         for p in procs:
-            if p.poll() is None and remaining:
+            if kill and p.poll() is None:
                 p.kill()
-        for p in procs:
             try:
                 p.stdin.close()
             except OSError:
                 pass
-            p.wait()
-        for t in threads:
-            t.join(timeout=5)
         for p in procs:
+            p.wait()
             p.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close(kill=exc[0] is not None)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ __all__ = [
     "parse_example",
     "feature_spec",
     "decode_record",
+    "decode_png_batch",
 ]
 
 FEATURE_ENCODED = "image/encoded"
@@ -74,6 +75,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Below this many bytes per image, PNG row filtering costs more time than it saves bytes
 # (measured on Fashion-MNIST: filter None gave the smallest files at 28x28).
 _PNG_FILTER_MIN_BYTES = 4096
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk with its CRC
+_IDAT_CRC = zlib.crc32(b"IDAT")  # a chunk's CRC covers its tag, then its data
 
 
 def as_hwc_uint8(image):
@@ -129,6 +132,13 @@ def _paeth_filtered_rows(rows, bpp):
     return ((x - predictor) & 0xFF).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=64)
+def _png_header(height, width, channels):
+    """The PNG signature and IHDR chunk `encode_png` writes for an image of this shape (33 bytes)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPE[channels], 0, 0, 0)
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr)
+
+
 def encode_png(image, compress_level=6):
     """Encode a uint8 HWC image as a PNG file (8-bit, no interlace), deterministically.
 
@@ -149,7 +159,10 @@ def encode_png(image, compress_level=6):
         image: uint8 array (H, W) or (H, W, C), C in (1, 3, 4).
         compress_level: zlib level 0..9.
     """
-    img = as_hwc_uint8(image)
+    return _encode_png_checked(as_hwc_uint8(image), compress_level)
+
+
+def _encode_png_checked(img, compress_level):
     h, w, c = img.shape
     rows = img.reshape(h, w * c)
     if img.nbytes < _PNG_FILTER_MIN_BYTES:
@@ -159,13 +172,15 @@ def encode_png(image, compress_level=6):
     raw = np.empty((h, w * c + 1), np.uint8)
     raw[:, 0] = filter_type
     raw[:, 1:] = filtered
-    header = struct.pack(">IIBBBBB", w, h, 8, _PNG_COLOR_TYPE[c], 0, 0, 0)
+    idat = zlib.compress(raw.tobytes(), compress_level)
     return b"".join(
         (
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), compress_level)),
-            _png_chunk(b"IEND", b""),
+            _png_header(h, w, c),
+            struct.pack(">I", len(idat)),
+            b"IDAT",
+            idat,
+            struct.pack(">I", zlib.crc32(idat, _IDAT_CRC)),
+            _PNG_IEND,
         )
     )
 
@@ -217,9 +232,13 @@ def encode_image(image, image_format="png", quality=95):
     ```
     """
     _check_format(image_format)
-    img = as_hwc_uint8(image)
+    return _encode_checked(as_hwc_uint8(image), image_format, quality)
+
+
+def _encode_checked(img, image_format, quality):
+    # `img` is already a C-contiguous uint8 HWC array (as_hwc_uint8) and the format is valid.
     if image_format == "png":
-        return encode_png(img)
+        return _encode_png_checked(img, 6)
     if image_format == "jpeg":
         _check_quality(quality)
         return _encode_jpeg(img, quality)
@@ -296,8 +315,24 @@ def _entry(key, feature):
     return _field(1, _field(1, key.encode("ascii")) + _field(2, feature))
 
 
+@functools.lru_cache(maxsize=16)
+def _key_field(key):
+    return _field(1, key.encode("ascii"))  # the map entry's key (field 1)
+
+
 def _bytes_entry(key, value):
-    return _entry(key, _field(1, _field(1, value)))  # Feature.bytes_list{value: [value]}
+    # Same bytes as _entry(key, _field(1, _field(1, value))) (Feature.bytes_list{value: [value]}),
+    # with the nested lengths computed instead of building and copying each level.
+    value_head = b"\x0a" + _varint(len(value))  # BytesList.value (field 1)
+    list_size = len(value_head) + len(value)
+    list_head = b"\x0a" + _varint(list_size)  # Feature.bytes_list (field 1)
+    feature_size = len(list_head) + list_size
+    feature_head = b"\x12" + _varint(feature_size)  # map entry value (field 2)
+    key_field = _key_field(key)
+    entry_size = len(key_field) + len(feature_head) + feature_size
+    return b"".join(
+        (b"\x0a", _varint(entry_size), key_field, feature_head, list_head, value_head, value)
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -325,20 +360,37 @@ def serialize_encoded(encoded, image_format, height, width, channels, label, fil
         The serialised Example (bytes), keys in sorted order.
     """
     _check_format(image_format)
+    return _serialize_checked(
+        bytes(encoded), image_format, int(height), int(width), int(channels), int(label), filename
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _entries_before(channels, label):
+    return _int64_entry(FEATURE_CHANNELS, channels) + _int64_entry(FEATURE_LABEL, label)
+
+
+@functools.lru_cache(maxsize=256)
+def _entries_after(image_format, height, width):
+    return (
+        _format_entry(image_format)
+        + _int64_entry(FEATURE_HEIGHT, height)
+        + _int64_entry(FEATURE_WIDTH, width)
+    )
+
+
+def _serialize_checked(encoded, image_format, height, width, channels, label, filename):
     if isinstance(filename, str):
         filename = filename.encode("utf-8")
     entries = b"".join(
         (  # sorted by key: channels, class/label, encoded, filename, format, height, width
-            _int64_entry(FEATURE_CHANNELS, int(channels)),
-            _int64_entry(FEATURE_LABEL, int(label)),
-            _bytes_entry(FEATURE_ENCODED, bytes(encoded)),
+            _entries_before(channels, label),
+            _bytes_entry(FEATURE_ENCODED, encoded),
             _bytes_entry(FEATURE_FILENAME, filename),
-            _format_entry(image_format),
-            _int64_entry(FEATURE_HEIGHT, int(height)),
-            _int64_entry(FEATURE_WIDTH, int(width)),
+            _entries_after(image_format, height, width),
         )
     )
-    return _field(1, entries)
+    return b"\x0a" + _varint(len(entries)) + entries  # Example.features (field 1)
 
 
 def serialize_example(image, label, image_format="png", quality=95, filename=""):
@@ -360,10 +412,11 @@ def serialize_example(image, label, image_format="png", quality=95, filename="")
         quality: JPEG quality 1..100.
         filename: stored in `image/filename`.
     """
+    _check_format(image_format)
     img = as_hwc_uint8(image)
     h, w, c = img.shape
-    encoded = encode_image(img, image_format, quality)
-    return serialize_encoded(encoded, image_format, h, w, c, label, filename)
+    encoded = _encode_checked(img, image_format, quality)
+    return _serialize_checked(encoded, image_format, h, w, c, int(label), filename)
 
 
 def parse_example(serialized, decode=True):
@@ -445,3 +498,84 @@ def decode_record(features, image_format, channels=None):
     if channels:
         image = tf.ensure_shape(image, [None, None, channels])
     return image, features[FEATURE_LABEL]
+
+
+def decode_png_batch(encoded, shape):
+    """Decode a batch of PNG strings to a uint8 `[B, H, W, C]` tensor, inside a `tf.data` map.
+
+    PNGs laid out as `encode_png` writes small images — signature, the IHDR of `shape`, a single
+    IDAT chunk, IEND, and filter type 0 (None) on every row — are inflated for the whole batch at
+    once with `tf.io.decode_compressed` (zlib, whose Adler-32 check still guards the pixel data),
+    which is several times faster than one `tf.io.decode_png` per image at 28x28. A batch in which
+    any image has another layout (other chunks, several IDATs, filtered rows, another bit depth
+    or colour type) is decoded image by image with `tf.io.decode_png`, so the result is always
+    what `decode_png` gives.
+
+    Example:
+
+    ```python
+    import numpy as np, tensorflow as tf
+    from tfrecord_tools.example import decode_png_batch, encode_png
+    imgs = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5, 1)
+    out = decode_png_batch(tf.constant([encode_png(i) for i in imgs]), (4, 5, 1))
+    np.array_equal(out.numpy(), imgs)  # True
+    ```
+
+    Args:
+        encoded: 1-D string tensor of PNG files.
+        shape: (height, width, channels) every image has (the manifest's `image_shape`).
+    """
+    import tensorflow as tf
+
+    height, width, channels = (int(d) for d in shape)
+    row_bytes = width * channels + 1  # a filter-type byte, then the row's pixels
+    header = _png_header(height, width, channels)
+    head, frame = len(header), len(header) + 8 + 4 + len(_PNG_IEND)  # + IDAT len/tag/CRC + IEND
+    encoded = tf.convert_to_tensor(encoded, tf.string)
+    size = tf.strings.length(encoded)
+    zero = tf.zeros_like(size)
+
+    def per_image():
+        return tf.map_fn(
+            lambda e: tf.ensure_shape(tf.io.decode_png(e, channels=channels), shape),
+            encoded,
+            fn_output_signature=tf.TensorSpec(shape, tf.uint8),
+        )
+
+    def layout_ok():
+        length_bytes = tf.io.decode_raw(tf.strings.substr(encoded, zero + head, zero + 4), tf.uint8)
+        idat_length = tf.reduce_sum(  # big-endian uint32
+            tf.cast(tf.reshape(length_bytes, [-1, 4]), tf.int64)
+            * tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64),
+            axis=1,
+        )
+        return tf.reduce_all(
+            (tf.strings.substr(encoded, zero, zero + head) == header)
+            & (tf.strings.substr(encoded, zero + head + 4, zero + 4) == b"IDAT")
+            & (
+                tf.strings.substr(encoded, size - len(_PNG_IEND), zero + len(_PNG_IEND))
+                == _PNG_IEND
+            )
+            & (idat_length == tf.cast(size - frame, tf.int64))
+        )
+
+    def inflate():
+        raw = tf.io.decode_compressed(
+            tf.strings.substr(encoded, zero + head + 8, size - frame), compression_type="ZLIB"
+        )
+
+        def unfiltered():
+            rows = tf.reshape(tf.io.decode_raw(raw, tf.uint8), [-1, height, row_bytes])
+            return tf.cond(
+                tf.reduce_all(rows[:, :, 0] == 0),
+                lambda: tf.reshape(rows[:, :, 1:], [-1, height, width, channels]),
+                per_image,
+            )
+
+        return tf.cond(
+            tf.reduce_all(tf.strings.length(raw) == height * row_bytes), unfiltered, per_image
+        )
+
+    # The substr calls need every string to hold at least the fixed framing.
+    plausible = tf.reduce_all(size >= frame)
+    return tf.cond(tf.cond(plausible, layout_ok, lambda: tf.constant(False)), inflate, per_image)
