@@ -1,8 +1,6 @@
 """ExponentialMovingAverage against a NumPy EMA of the recorded weight history."""
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -267,16 +265,11 @@ JAX_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_jax_backend_matches_numpy_ema():
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    script = JAX_SCRIPT.format(tests=os.path.dirname(__file__))
-    out = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_jax_backend_matches_numpy_ema(run_python):
     import json
 
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    out = run_python(JAX_SCRIPT.format(tests=os.path.dirname(__file__)))
+    result = json.loads(out.strip().splitlines()[-1])
     assert result["err"] < 1e-5
     assert result["raw_ok"]
     assert result["val"] == pytest.approx(result["expected_val"], rel=1e-5)

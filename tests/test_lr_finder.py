@@ -3,8 +3,6 @@ state restoration, data sources, plotting and other backends."""
 
 import io
 import json
-import os
-import subprocess
 import sys
 
 import keras
@@ -294,13 +292,8 @@ print(json.dumps({"losses": r.losses.tolist(), "restored": bool(np.array_equal(w
 """
 
 
-def test_find_lr_runs_on_jax_backend():
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_find_lr_runs_on_jax_backend(run_python):
+    out = json.loads(run_python(JAX_SCRIPT).strip().splitlines()[-1])
     x, y = least_squares()
     lrs = 1e-3 * (0.2 / 1e-3) ** (np.arange(12) / 11)
     np.testing.assert_allclose(out["losses"], sgd_losses_oracle(x, y, lrs, 8), rtol=2e-4, atol=1e-6)

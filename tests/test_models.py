@@ -1,7 +1,6 @@
 """Tests for keras_tricks.models: ResNet v1 a/b/c/d with zero-γ, and Page's ResNet-9."""
 
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -451,7 +450,7 @@ def test_trains_under_mixed_precision_with_float32_variables_and_logits(
 
 
 @pytest.mark.slow
-def test_models_run_on_the_jax_backend():
+def test_models_run_on_the_jax_backend(run_python):
     # Built from keras.layers/keras.ops only, so the same code runs on JAX. The ResNet-18 forward
     # pass must equal relu(shortcut) per block there too (zero-gamma), and ResNet-9 trains.
     code = (
@@ -470,12 +469,7 @@ def test_models_run_on_the_jax_backend():
         "assert np.isfinite(m.train_on_batch(x, np.arange(4)))\n"
         "print('ok')\n"
     )
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().endswith("ok")
+    assert run_python(code).strip().endswith("ok")
 
 
 def test_docstring_examples_run():

@@ -6,9 +6,6 @@ variance; the formulas of the papers / PyTorch's `OneCycleLR` written out below 
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -368,13 +365,8 @@ print(json.dumps(out))
 """
 
 
-def test_schedules_run_under_jax_jit_with_same_values():
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_schedules_run_under_jax_jit_with_same_values(run_python):
+    got = json.loads(run_python(JAX_SCRIPT).strip().splitlines()[-1])
     steps = np.arange(0, 60)
     cos40 = linear_cosine_oracle(0.3, 40, steps)
     expected = {
