@@ -5,6 +5,8 @@ import numbers
 
 import keras
 
+from keras_tricks._checks import check_int
+
 # ExponentialMovingAverage is re-exported from keras_tricks._ema at the end of the module.
 __all__ = ["LinearWarmup", "LearningRateLogger", "ExponentialMovingAverage"]
 
@@ -64,14 +66,7 @@ class LinearWarmup(keras.callbacks.Callback):
         self, warmup_steps, initial_learning_rate=0.0, target_learning_rate=None, verbose=0
     ):
         super().__init__()
-        if (
-            isinstance(warmup_steps, bool)
-            or not isinstance(warmup_steps, numbers.Integral)
-            or warmup_steps < 1
-        ):
-            raise ValueError(
-                f"`warmup_steps` must be an integer >= 1; received warmup_steps={warmup_steps!r}."
-            )
+        check_int("warmup_steps", warmup_steps)
         for name, value in (
             ("initial_learning_rate", initial_learning_rate),
             ("target_learning_rate", target_learning_rate),

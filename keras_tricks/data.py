@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_tricks import augment as _augment
+from keras_tricks._checks import check_int as _check_int
 
 __all__ = ["input_pipeline", "InputPipeline", "changes_labels"]
 
@@ -110,14 +111,6 @@ class InputPipeline:
         inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name="images")
         outputs = model(self.augmentation(inputs))
         return keras.Model(inputs, outputs, name=f"augmented_{model.name}")
-
-
-def _check_int(name, value, minimum=1, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}; received {name}={value!r}.")
-    return int(value)
 
 
 def _call_layer(layer, images, labels):

@@ -12,6 +12,8 @@ import numbers
 import keras
 import numpy as np
 
+from keras_tricks._checks import check_int
+
 __all__ = ["find_lr", "LRFinderResult", "sweep_learning_rates", "smooth_losses"]
 
 
@@ -395,14 +397,7 @@ def find_lr(
             "`divergence_threshold` must be > 1; received "
             f"divergence_threshold={divergence_threshold!r}."
         )
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"`batch_size` must be an integer >= 1; received batch_size={batch_size!r}."
-        )
+    check_int("batch_size", batch_size)
     if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
         raise ValueError(
             "`model` must be a compiled keras.Model (call model.compile(optimizer, loss) first); "

@@ -13,11 +13,12 @@ triangular schedule) and one-cycle.
 """
 
 import math
-import numbers
 import random
 
 import keras
 from keras import ops
+
+from keras_tricks._checks import check_int, check_number
 
 __all__ = [
     "scale_learning_rate",
@@ -32,22 +33,8 @@ __all__ = [
 ]
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
-
-
-def _check_number(name, value, *, positive=False, non_negative=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise ValueError(f"`{name}` must be a real number; received {name}={value!r}.")
-    if positive and not value > 0:
-        raise ValueError(f"`{name}` must be > 0; received {name}={value!r}.")
-    if non_negative and not value >= 0:
-        raise ValueError(f"`{name}` must be >= 0; received {name}={value!r}.")
-    return float(value)
-
-
-def _check_int(name, value, *, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; received {name}={value!r}.")
-    return int(value)
+_check_number = check_number
+_check_int = check_int
 
 
 def _check_increasing(name, values):
