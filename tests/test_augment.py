@@ -59,6 +59,20 @@ def test_random_flip_vertical_mode_flips_rows_only():
     np.testing.assert_array_equal(y, x[:, ::-1])
 
 
+@pytest.mark.parametrize(
+    ("mode", "mirror"),
+    [
+        ("horizontal", lambda x: x[:, :, ::-1]),
+        ("vertical", lambda x: x[:, ::-1]),
+        ("horizontal_and_vertical", lambda x: x[:, ::-1, ::-1]),
+    ],
+)
+def test_random_flip_at_rate_one_mirrors_every_pixel_keeping_channel_order(mode, mirror):
+    x = np.random.default_rng(0).integers(0, 256, size=(3, 4, 5, 3)).astype("uint8")
+    y = np_(augment.RandomFlip(mode=mode, rate=1.0, seed=0)(x, training=True))
+    np.testing.assert_array_equal(y, mirror(x))
+
+
 # ---------------------------------------------------------------------------------------------
 # RandomPadCrop
 @pytest.mark.parametrize("fill_mode", ["reflect", "symmetric", "edge", "constant"])
@@ -106,6 +120,20 @@ def test_cutout_erases_size_squared_inside_and_clipped_area_at_borders():
     inside = (y0 >= 0) & (y0 + size <= h) & (x0 >= 0) & (x0 + size <= w)
     assert inside.any() and (~inside).any()
     assert np.all(erased[inside] == size * size)
+
+
+@pytest.mark.parametrize(("dtype", "fill_value"), [("uint8", 0.0), ("float32", 0.5)])
+def test_cutout_fills_the_square_on_every_channel_and_keeps_the_rest(dtype, fill_value):
+    n, h, w, c, size = 64, 9, 7, 3, 4
+    x = np.random.default_rng(0).integers(1, 256, size=(n, h, w, c)).astype(dtype)
+    centres = np_(twin_transformation(augment.Cutout, x.shape, size=size, seed=2)["centres"])
+    y = np_(augment.Cutout(size=size, fill_value=fill_value, seed=2)(x, training=True))
+    expected = x.copy()  # NumPy slicing of the clipped square (DeVries & Taylor's rule)
+    for b, (cy, cx) in enumerate(centres):
+        y0, x0 = cy - size // 2, cx - size // 2
+        expected[b, max(y0, 0) : y0 + size, max(x0, 0) : x0 + size] = fill_value
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, expected)
 
 
 def test_cutout_centres_are_uniform_over_the_pixels():
@@ -339,6 +367,9 @@ def test_normalize_standardises_uint8_and_float_and_ignores_training_flag():
     y16 = layer((x / 255.0).astype("float16"))
     assert keras.backend.standardize_dtype(y16.dtype) == "float16"
     np.testing.assert_allclose(np_(y16), expected, atol=1e-2)
+    np.testing.assert_allclose(np_(layer(x[0])), expected[0], atol=1e-5)  # one unbatched image
+    scalar = augment.Normalize(mean=0.5, std=0.25)  # one mean/std for every channel
+    np.testing.assert_allclose(np_(scalar(x)), (x / 255.0 - 0.5) / 0.25, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
