@@ -1,9 +1,11 @@
 """`tfrecord-tools convert | verify | inspect`: exit codes, messages, the manifest and the grid.
 
 Oracles: the CLI's documented exit codes (0 ok, 1 verify failed, 2 error); the arrays written
-into the `.npz` source; the grid layout (row r = class r, cell size + 2 px border) computed here.
+into the `.npz` source; the grid layout (row r = class r, cell size + 2 px border) computed here;
+`tfrecord_tools.convert`'s keyword arguments and defaults for the shared convert options.
 """
 
+import argparse
 import io
 import json
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfrecord_tools.cli import main
+from tfrecord_tools.cli import add_convert_arguments, convert_arguments, main
 
 
 @pytest.fixture
@@ -120,3 +122,35 @@ def test_unknown_source_and_existing_different_output_exit_2(tmp_path, npz, caps
 def test_verify_of_a_directory_without_manifest_exits_1(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 1
     assert "No manifest.json" in capsys.readouterr().err
+
+
+def test_shared_convert_options_map_to_the_convert_keyword_arguments():
+    parser = add_convert_arguments(argparse.ArgumentParser())
+    argv = ["idx:d", "out", "--name", "ds", "--num-shards", "4", "--image-format", "jpeg"]
+    argv += ["--quality", "80", "--gzip", "--seed", "3", "--no-shuffle", "--skip-corrupt"]
+    argv += ["--label-names", "a,b", "--overwrite"]
+    assert convert_arguments(parser.parse_args(argv)) == {
+        "num_shards": 4,
+        "image_format": "jpeg",
+        "name": "ds",
+        "quality": 80,
+        "compression": "GZIP",
+        "seed": 3,
+        "shuffle": False,
+        "skip_corrupt": True,
+        "label_names": ["a", "b"],
+        "overwrite": True,
+    }
+    defaults = convert_arguments(parser.parse_args(["idx:d", "out"]))
+    assert defaults == {
+        "num_shards": None,
+        "image_format": "png",
+        "name": None,
+        "quality": 95,
+        "compression": None,
+        "seed": 0,
+        "shuffle": True,
+        "skip_corrupt": False,
+        "label_names": None,
+        "overwrite": False,
+    }

@@ -24,6 +24,7 @@ import tfrecord_tools
 from keras_tricks.datasets import read_idx
 from tfrecord_tools import manifest as mf
 from tfrecord_tools.example import parse_example
+from tfrecord_tools.writer import ConversionPlan, shard_indices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +69,30 @@ def test_shards_hold_the_seeded_permutation_cut_into_contiguous_pieces(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [s["file"] for s in shards] + ["manifest.json"]
     )
+
+
+def test_conversion_plan_cuts_the_same_shards_and_refuses_a_different_output_without_io(tmp_path):
+    x, y = _arrays(n=10)
+    plan = ConversionPlan(tmp_path / "out", num_shards=3, name="toy", seed=4).open((x, y))
+    order = np.random.default_rng(4).permutation(10)  # cuts at 10*i//3 = 0, 3, 6, 10
+    assert [s.tolist() for s in plan.shard_indices("train")] == [
+        order[0:3].tolist(),
+        order[3:6].tolist(),
+        order[6:10].tolist(),
+    ]
+    assert [s.tolist() for s in shard_indices(10, 3, shuffle=False)] == [
+        [0, 1, 2],
+        [3, 4, 5],
+        [6, 7, 8, 9],
+    ]
+    assert plan.shard_files("train") == [f"toy-train.tfrecord-0000{i}-of-00003" for i in range(3)]
+    assert plan.fingerprint("train")["num_source_records"] == 10
+    existing = dict(plan.config, seed=5, splits={})
+    assert plan.outdated_files(dict(plan.config, splits={}), overwrite=False) == []
+    with pytest.raises(ValueError, match="seed: existing 5 != requested 4"):
+        plan.outdated_files(existing, overwrite=False)
+    assert plan.outdated_files(existing, overwrite=True) == [str(tmp_path / "out/manifest.json")]
+    assert not os.path.exists(tmp_path / "out")  # planning writes nothing
 
 
 def test_output_bytes_do_not_depend_on_the_number_of_workers(tmp_path):

@@ -1,10 +1,10 @@
 """The `tfrecord_tools.convert` conversion as an Apache Beam pipeline (locally, or on Dataflow at scale).
 
-The pipeline writes exactly what the local writer writes: the same seeded permutation cut into
-the same contiguous shards (`tfrecord_tools.writer`), each shard encoded by the same
-`tfrecord_tools.writer.build_shard` (so the same `tf.train.Example` bytes, TFRecord framing and
-GZIP settings), under the same tfds-style names, with the same `manifest.json` built by
-`tfrecord_tools.manifest`. Shard files are therefore byte-identical to a local conversion with the
+The pipeline writes exactly what the local writer writes: the same argument checks and the same
+seeded permutation cut into the same contiguous shards (`tfrecord_tools.writer.ConversionPlan`),
+each shard encoded by the same `tfrecord_tools.writer.build_shard` (so the same
+`tf.train.Example` bytes, TFRecord framing and GZIP settings), under the same tfds-style names,
+with the same `manifest.json` built by `tfrecord_tools.manifest`. Shard files are therefore byte-identical to a local conversion with the
 same options, and `tfrecord_tools.verify` / `read_dataset` accept the output.
 
 Pipeline shape::
@@ -48,29 +48,20 @@ Command line (any Beam runner; unknown options go to Beam's `PipelineOptions`):
 """
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import sys
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from tfrecord_tools import manifest as mf
-from tfrecord_tools.example import IMAGE_FORMATS
-from tfrecord_tools.sources import open_source
-from tfrecord_tools.writer import (
-    _check_positive_int,
-    _default_name,
-    _default_num_shards,
-    _normalise_compression,
-    build_shard,
-)
+from tfrecord_tools import writer
+from tfrecord_tools.cli import add_convert_arguments, convert_arguments
+from tfrecord_tools.writer import build_shard, partial_conversion_error, shard_entry_from_result
 
 __all__ = ["convert_beam", "build_pipeline", "plan_conversion", "ConversionPlan", "main"]
 
@@ -107,7 +98,7 @@ def _write_bytes(path, data):
 
 def _write_bytes_atomic(path, data):
     """Write under a temporary name, then rename the single file into place."""
-    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    tmp = mf.temp_path(path)
     _write_bytes(tmp, data)
     FileSystems.rename([tmp], [path])
 
@@ -129,17 +120,14 @@ def _read_json(path):
         return None
 
 
-def _file_sha256(path, chunk_size=1 << 22):
+def _file_sha256(path):
     if not FileSystems.exists(path):
         return None
-    digest = hashlib.sha256()
     f = FileSystems.open(path, compression_type=_RAW)
     try:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
+        return mf.sha256_stream(f)[0]
     finally:
         f.close()
-    return digest.hexdigest()
 
 
 def _delete_matching(pattern):
@@ -149,40 +137,38 @@ def _delete_matching(pattern):
     return len(matches)
 
 
+def _delete_existing(paths):
+    present = [p for p in paths if FileSystems.exists(p)]
+    if present:
+        FileSystems.delete(present)
+
+
 # --- planning (driver side) --------------------------------------------------------------------
 
 
-class ConversionPlan:
-    """Everything the pipeline needs, computed once on the driver.
+class ConversionPlan(writer.ConversionPlan):
+    """A `tfrecord_tools.writer.ConversionPlan` plus the pipeline's tasks, made on the driver.
 
-    Attributes:
-        output: the output directory (local or `gs://`).
-        config: the manifest's configuration keys (`manifest.CONFIG_KEYS`).
-        options: `build_shard` keyword arguments.
+    Attributes (besides those of `writer.ConversionPlan`):
         tasks: `[(split, shard_index, file_name, payload, fingerprint, known_entry)]`.
         split_sizes: `{split: number of source records}`, in source split order.
         label_names: class names or None.
         description: the source description written to the manifest.
     """
 
-    def __init__(self, output, config, options, tasks, split_sizes, label_names, description):
-        self.output = output
-        self.config = config
-        self.options = options
-        self.tasks = tasks
-        self.split_sizes = split_sizes
-        self.label_names = label_names
-        self.description = description
+    tasks = ()
 
+    @property
+    def split_sizes(self):
+        return {s: d.num_records for s, d in self.source.splits.items()}
 
-def _shard_indices(num_records, num_shards, seed, shuffle):
-    # The local writer's rule (tfrecord_tools/writer.py, step 1): a seeded permutation cut into
-    # contiguous pieces; shard i holds order[i*n//k : (i+1)*n//k].
-    order = (
-        np.random.default_rng(seed).permutation(num_records) if shuffle else np.arange(num_records)
-    )
-    bounds = [(i * num_records) // num_shards for i in range(num_shards + 1)]
-    return [order[bounds[i] : bounds[i + 1]] for i in range(num_shards)]
+    @property
+    def label_names(self):
+        return self.source.label_names
+
+    @property
+    def description(self):
+        return self.source.description
 
 
 def plan_conversion(
@@ -205,127 +191,43 @@ def plan_conversion(
 
     Raises:
         ValueError: bad arguments, unknown source, or `output` holds a different conversion
-            (and `overwrite` is False) — the same checks and messages as `convert`.
+            (and `overwrite` is False) — the same checks and messages as `convert`, which
+            plans with the same `writer.ConversionPlan`.
     """
-    if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}; received {image_format!r}.")
-    if (
-        isinstance(quality, bool)
-        or not isinstance(quality, (int, np.integer))
-        or not 1 <= quality <= 100
-    ):
-        raise ValueError(f"quality must be an integer in 1..100; received {quality!r}.")
-    compression = _normalise_compression(compression)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; received {seed!r}.")
-    if isinstance(num_shards, dict):
-        num_shards = {
-            k: _check_positive_int(v, f"num_shards[{k!r}]") for k, v in num_shards.items()
-        }
-    else:
-        num_shards = _check_positive_int(num_shards, "num_shards", allow_none=True)
-    if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
-        raise ValueError(f"output must be a directory path or gs:// URL; received {output!r}.")
-    output = os.fspath(output).rstrip("/")
-    if name is not None:
-        mf.check_name(name, "name")
-
-    src = open_source(source, split=split, label_names=label_names)
-    name = name or _default_name(src.description)
-    mf.check_name(name, "name")
-    for split_name in src.splits:
-        mf.check_name(split_name, "split")
-    if isinstance(num_shards, dict):
-        unknown = sorted(set(num_shards) - set(src.splits))
-        if unknown:
-            raise ValueError(
-                f"num_shards names splits {unknown} that the source does not have ({sorted(src.splits)})."
-            )
-    shard_counts = {}
-    for split_name, data in src.splits.items():
-        k = num_shards.get(split_name) if isinstance(num_shards, dict) else num_shards
-        k = k or _default_num_shards(data.num_records)
-        if k > max(data.num_records, 1):
-            raise ValueError(
-                f"num_shards={k} is more than the {data.num_records} records of split {split_name!r}."
-            )
-        shard_counts[split_name] = k
-
-    config = {
-        "name": name,
-        "source": src.description,
-        "image_format": image_format,
-        "quality": int(quality) if image_format == "jpeg" else None,
-        "compression": compression,
-        "shuffle": bool(shuffle),
-        "seed": int(seed),
-    }
+    plan = ConversionPlan(
+        output,
+        num_shards,
+        image_format,
+        name=name,
+        quality=quality,
+        compression=compression,
+        seed=seed,
+        shuffle=shuffle,
+        skip_corrupt=skip_corrupt,
+    )
+    plan.output = plan.output.rstrip("/")
+    plan.open(source, split=split, label_names=label_names)
+    output = plan.output
     if not output.startswith("gs://") and not FileSystems.exists(output):
         FileSystems.mkdirs(output)
     existing = _read_json(mf.manifest_path(output))
-    if existing is not None:
-        conflicts = mf.config_conflicts(existing, config)
-        if (
-            existing.get("label_names") not in (None, src.label_names)
-            and src.label_names is not None
-        ):
-            conflicts.append(
-                f"label_names: existing {existing['label_names']!r} != requested {src.label_names!r}"
-            )
-        for split_name, data in src.splits.items():
-            old = existing.get("splits", {}).get(split_name)
-            if old and (old["num_shards"], old["num_source_records"]) != (
-                shard_counts[split_name],
-                data.num_records,
-            ):
-                conflicts.append(
-                    f"split {split_name!r}: existing {old['num_shards']} shards of "
-                    f"{old['num_source_records']} records != requested {shard_counts[split_name]} "
-                    f"shards of {data.num_records} records"
-                )
-        if conflicts and not overwrite:
-            raise ValueError(
-                f"output {output!r} already holds a different conversion (its manifest.json "
-                f"differs: {'; '.join(conflicts)}). Choose another output, or pass overwrite=True "
-                "(CLI: --overwrite) to replace it."
-            )
-        if conflicts:
-            old_files = [
-                mf.join(output, s["file"])
-                for sp in existing["splits"].values()
-                for s in sp["shards"]
-            ]
-            FileSystems.delete([f for f in old_files if FileSystems.exists(f)])
-            FileSystems.delete([mf.manifest_path(output)])
-            existing = None
+    outdated = plan.outdated_files(existing, overwrite)
+    if outdated:
+        _delete_existing(outdated)
+        existing = None
 
     tasks = []
-    for split_name, data in src.splits.items():
-        k = shard_counts[split_name]
+    for split_name, data in plan.source.splits.items():
         # Leftovers of an interrupted run: temporary files are never complete.
-        _delete_matching(mf.join(output, f"{name}-{split_name}.tfrecord-*.tmp-*"))
-        fingerprint = dict(
-            config, split=split_name, num_shards=k, num_source_records=data.num_records
-        )
+        _delete_matching(plan.leftover_glob(split_name))
+        fingerprint = plan.fingerprint(split_name)
         old_shards = (existing or {}).get("splits", {}).get(split_name, {}).get("shards", [])
-        for i, indices in enumerate(_shard_indices(data.num_records, k, seed, shuffle)):
-            file = mf.shard_name(name, split_name, i, k)
+        files = plan.shard_files(split_name)
+        for i, (file, indices) in enumerate(zip(files, plan.shard_indices(split_name))):
             known = old_shards[i] if i < len(old_shards) and old_shards[i]["file"] == file else None
             tasks.append((split_name, i, file, data.payload(indices), fingerprint, known))
-    return ConversionPlan(
-        output,
-        config,
-        {
-            "image_format": image_format,
-            "quality": int(quality),
-            "compression": compression,
-            "skip_corrupt": bool(skip_corrupt),
-        },
-        tasks,
-        {s: d.num_records for s, d in src.splits.items()},
-        src.label_names,
-        src.description,
-    )
+    plan.tasks = tasks
+    return plan
 
 
 # --- the pipeline ------------------------------------------------------------------------------
@@ -354,11 +256,7 @@ class _WriteShardFn(beam.DoFn):
         if record is None:
             return None
         if record.get("config") != fingerprint:
-            raise ValueError(
-                f"output {self.output!r} holds a partial conversion with different settings "
-                f"({path}.json: {record.get('config')!r}; requested {fingerprint!r}). "
-                "Choose another output, or pass overwrite=True (CLI: --overwrite)."
-            )
+            raise partial_conversion_error(self.output, path, record, fingerprint)
         return record.get("shard")
 
     def process(self, task):
@@ -371,21 +269,12 @@ class _WriteShardFn(beam.DoFn):
             return
         result = build_shard(payload, **self.options)
         data = result.pop("data")
-        entry = mf.shard_entry(
-            file,
-            result["num_records"],
-            result["sha256"],
-            result["num_bytes"],
-            result["label_counts"],
-            result["pixel_stats"],
-            result["skipped"],
-            result["image_shapes"],
-        )
-        tmp = f"{final}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        entry = shard_entry_from_result(file, result)
+        tmp = mf.temp_path(final)
         _write_bytes(tmp, data)
         # The sidecar first, then the rename: a shard under its final name always has a record.
         _write_bytes_atomic(
-            final + ".json", json.dumps({"config": fingerprint, "shard": entry}).encode()
+            mf.sidecar_path(self.output, file), mf.sidecar_bytes(fingerprint, entry)
         )
         FileSystems.rename([tmp], [final])
         self.records.inc(entry["num_records"])
@@ -402,28 +291,16 @@ def _write_manifest(entries, output, config, split_sizes, label_names, existing_
     for split, num_source_records in split_sizes.items():
         shards = [by_split[split][i] for i in sorted(by_split[split])]
         splits[split] = mf.split_entry(shards, num_source_records)  # raises unless counts reconcile
-    manifest = mf.build_manifest(
-        config["name"],
-        config["source"],
-        splits,
-        image_format=config["image_format"],
-        quality=config["quality"],
-        compression=config["compression"],
-        label_names=label_names,
-        shuffle=config["shuffle"],
-        seed=config["seed"],
-    )
+    manifest = mf.manifest_from_config(config, splits, label_names)
     # Same bytes as manifest.write_manifest, but through Beam's FileSystems.
-    data = json.dumps(manifest, indent=1, sort_keys=False).encode("utf-8") + b"\n"
-    _write_bytes_atomic(mf.manifest_path(output), data)
-    sidecars = [
-        mf.join(output, s["file"] + ".json")
-        for split in split_sizes
-        for s in splits[split]["shards"]
-    ]
-    present = [p for p in sidecars if FileSystems.exists(p)]
-    if present:
-        FileSystems.delete(present)
+    _write_bytes_atomic(mf.manifest_path(output), mf.manifest_bytes(manifest))
+    _delete_existing(
+        [
+            mf.sidecar_path(output, s["file"])
+            for split in split_sizes
+            for s in splits[split]["shards"]
+        ]
+    )
     return manifest
 
 
@@ -437,7 +314,7 @@ def build_pipeline(pipeline, plan):
     existing_splits = {
         k: v for k, v in existing.get("splits", {}).items() if k not in plan.split_sizes
     }
-    label_names = plan.label_names if plan.label_names is not None else existing.get("label_names")
+    label_names = plan.manifest_label_names(existing)
     return (
         pipeline
         | "ShardTasks" >> beam.Create(plan.tasks, reshuffle=False)
@@ -526,23 +403,7 @@ def main(argv=None):
         "of `tfrecord-tools convert`, without --num-workers). Options not listed here "
         "(--runner, --project, --region, --temp_location, ...) go to Beam.",
     )
-    parser.add_argument(
-        "source", help="numpy:FILE.npz | idx:DIR | cifar:DIR | folder:DIR | tfds:NAME | keras:NAME"
-    )
-    parser.add_argument("output", help="output directory, local or gs://bucket/dir")
-    parser.add_argument(
-        "--split", action="append", help="convert only this split (repeatable, or a,b)"
-    )
-    parser.add_argument("--name", default=None, help="dataset name in the shard file names")
-    parser.add_argument("--num-shards", type=int, default=None, help="shards per split")
-    parser.add_argument("--image-format", default="png", choices=IMAGE_FORMATS)
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality 1..100")
-    parser.add_argument("--gzip", action="store_true", help="GZIP-compress the TFRecord files")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-shuffle", action="store_true")
-    parser.add_argument("--skip-corrupt", action="store_true")
-    parser.add_argument("--label-names", help="comma-separated class names (index = label)")
-    parser.add_argument("--overwrite", action="store_true")
+    add_convert_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     args, beam_args = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -551,17 +412,8 @@ def main(argv=None):
             args.source,
             args.output,
             split=",".join(args.split) if args.split else None,
-            num_shards=args.num_shards,
-            image_format=args.image_format,
             pipeline_options=beam_args,
-            name=args.name,
-            quality=args.quality,
-            compression="GZIP" if args.gzip else None,
-            seed=args.seed,
-            shuffle=not args.no_shuffle,
-            skip_corrupt=args.skip_corrupt,
-            label_names=args.label_names.split(",") if args.label_names else None,
-            overwrite=args.overwrite,
+            **convert_arguments(args),
         )
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)

@@ -16,7 +16,69 @@ import logging
 import os
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_convert_arguments", "convert_arguments"]
+
+
+def add_convert_arguments(parser):
+    """Add the conversion options shared by `tfrecord-tools convert` and
+    `python -m tfrecord_tools.beam` (SOURCE, OUTPUT, --split, --name, --num-shards, ...) to an
+    `argparse` parser; `convert_arguments` turns the parsed options into keyword arguments.
+
+    Example:
+
+    ```python
+    import argparse
+    from tfrecord_tools.cli import add_convert_arguments, convert_arguments
+    parser = argparse.ArgumentParser()
+    add_convert_arguments(parser)
+    convert_arguments(parser.parse_args(["idx:data", "out", "--gzip"]))["compression"]  # 'GZIP'
+    ```
+    """
+    parser.add_argument(
+        "source", help="numpy:FILE.npz | idx:DIR | cifar:DIR | folder:DIR | tfds:NAME | keras:NAME"
+    )
+    parser.add_argument("output", help="output directory or gs://bucket/dir")
+    parser.add_argument(
+        "--split", action="append", help="convert only this split (repeatable, or a,b)"
+    )
+    parser.add_argument(
+        "--name", help="dataset name used in shard names (default: from the source)"
+    )
+    parser.add_argument(
+        "--num-shards", type=int, help="shards per split (default: ~10k records each)"
+    )
+    parser.add_argument("--image-format", choices=("png", "jpeg", "raw"), default="png")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
+    parser.add_argument("--gzip", action="store_true", help="GZIP-compress the TFRecord files")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle before sharding")
+    parser.add_argument("--no-shuffle", action="store_true", help="keep the source order")
+    parser.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="skip unreadable images, list them in the manifest",
+    )
+    parser.add_argument("--label-names", help="comma-separated class names (index = label)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an output holding a different conversion"
+    )
+    return parser
+
+
+def convert_arguments(args):
+    """Keyword arguments of `convert` / `convert_beam` from options parsed with
+    `add_convert_arguments` (all but `split`, whose form each command chooses)."""
+    return {
+        "num_shards": args.num_shards,
+        "image_format": args.image_format,
+        "name": args.name,
+        "quality": args.quality,
+        "compression": "GZIP" if args.gzip else None,
+        "seed": args.seed,
+        "shuffle": not args.no_shuffle,
+        "skip_corrupt": args.skip_corrupt,
+        "label_names": args.label_names.split(",") if args.label_names else None,
+        "overwrite": args.overwrite,
+    }
 
 
 def build_parser():
@@ -31,26 +93,8 @@ def build_parser():
         help="convert a raw dataset into sharded TFRecords + manifest.json",
         description="SOURCE is numpy:FILE.npz, idx:DIR, cifar:DIR, folder:DIR, tfds:NAME or keras:NAME.",
     )
-    c.add_argument("source")
-    c.add_argument("output", help="output directory or gs://bucket/dir")
-    c.add_argument("--split", action="append", help="convert only this split (repeatable, or a,b)")
-    c.add_argument("--name", help="dataset name used in shard names (default: from the source)")
-    c.add_argument("--num-shards", type=int, help="shards per split (default: ~10k records each)")
+    add_convert_arguments(c)
     c.add_argument("--num-workers", type=int, default=1, help="encoding processes (default 1)")
-    c.add_argument("--image-format", choices=("png", "jpeg", "raw"), default="png")
-    c.add_argument("--quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
-    c.add_argument("--gzip", action="store_true", help="GZIP-compress the TFRecord files")
-    c.add_argument("--seed", type=int, default=0, help="seed of the shuffle before sharding")
-    c.add_argument("--no-shuffle", action="store_true", help="keep the source order")
-    c.add_argument(
-        "--skip-corrupt",
-        action="store_true",
-        help="skip unreadable images, list them in the manifest",
-    )
-    c.add_argument("--label-names", help="comma-separated class names (index = label)")
-    c.add_argument(
-        "--overwrite", action="store_true", help="replace an output holding a different conversion"
-    )
     c.add_argument("--quiet", action="store_true", help="no progress bar or log messages")
 
     v = sub.add_parser("verify", help="check shards against manifest.json; exit 1 on any problem")
@@ -82,18 +126,9 @@ def _convert(args):
         args.source,
         args.output,
         split=_splits(args.split),
-        num_shards=args.num_shards,
         num_workers=args.num_workers,
-        image_format=args.image_format,
-        name=args.name,
-        quality=args.quality,
-        compression="GZIP" if args.gzip else None,
-        seed=args.seed,
-        shuffle=not args.no_shuffle,
-        skip_corrupt=args.skip_corrupt,
-        label_names=args.label_names.split(",") if args.label_names else None,
-        overwrite=args.overwrite,
         progress=not args.quiet,
+        **convert_arguments(args),
     )
     if not args.quiet:
         for split, entry in manifest["splits"].items():

@@ -35,6 +35,8 @@ __all__ = [
     "FEATURE_LABEL",
     "FEATURE_FILENAME",
     "IMAGE_FORMATS",
+    "check_image_format",
+    "check_quality",
     "FEATURE_SPEC_JSON",
     "as_hwc_uint8",
     "encode_image",
@@ -197,12 +199,14 @@ def _encode_jpeg(img, quality):
     return buf.getvalue()
 
 
-def _check_format(image_format):
+def check_image_format(image_format):
+    """Raise ValueError unless `image_format` is one of `IMAGE_FORMATS`."""
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}; received {image_format!r}.")
 
 
-def _check_quality(quality):
+def check_quality(quality):
+    """Raise ValueError unless `quality` is a JPEG quality, an integer in 1..100."""
     if (
         isinstance(quality, bool)
         or not isinstance(quality, (int, np.integer))
@@ -231,7 +235,7 @@ def encode_image(image, image_format="png", quality=95):
     encode_image(np.zeros((2, 2), np.uint8), "raw")  # b"\\x00\\x00\\x00\\x00"
     ```
     """
-    _check_format(image_format)
+    check_image_format(image_format)
     return _encode_checked(as_hwc_uint8(image), image_format, quality)
 
 
@@ -240,7 +244,7 @@ def _encode_checked(img, image_format, quality):
     if image_format == "png":
         return _encode_png_checked(img, 6)
     if image_format == "jpeg":
-        _check_quality(quality)
+        check_quality(quality)
         return _encode_jpeg(img, quality)
     return img.tobytes()
 
@@ -262,7 +266,7 @@ def decode_image(data, image_format, shape=None):
     np.array_equal(decode_image(encode_image(img), "png"), img)  # True
     ```
     """
-    _check_format(image_format)
+    check_image_format(image_format)
     if image_format == "raw":
         if shape is None:
             raise ValueError("shape=(height, width, channels) is required to decode raw images.")
@@ -359,7 +363,7 @@ def serialize_encoded(encoded, image_format, height, width, channels, label, fil
     Returns:
         The serialised Example (bytes), keys in sorted order.
     """
-    _check_format(image_format)
+    check_image_format(image_format)
     return _serialize_checked(
         bytes(encoded), image_format, int(height), int(width), int(channels), int(label), filename
     )
@@ -412,7 +416,7 @@ def serialize_example(image, label, image_format="png", quality=95, filename="")
         quality: JPEG quality 1..100.
         filename: stored in `image/filename`.
     """
-    _check_format(image_format)
+    check_image_format(image_format)
     img = as_hwc_uint8(image)
     h, w, c = img.shape
     encoded = _encode_checked(img, image_format, quality)
@@ -494,7 +498,7 @@ def decode_record(features, image_format, channels=None):
             features[FEATURE_ENCODED], channels=channels or 0, dct_method="INTEGER_ACCURATE"
         )
     else:
-        _check_format(image_format)
+        check_image_format(image_format)
     if channels:
         image = tf.ensure_shape(image, [None, None, channels])
     return image, features[FEATURE_LABEL]

@@ -51,6 +51,7 @@ __all__ = [
     "shard_glob",
     "sha256_bytes",
     "sha256_file",
+    "sha256_stream",
     "pixel_stats",
     "merge_pixel_stats",
     "mean_std",
@@ -58,10 +59,15 @@ __all__ = [
     "shard_entry",
     "split_entry",
     "build_manifest",
+    "manifest_from_config",
+    "manifest_bytes",
     "manifest_path",
     "read_manifest",
     "write_manifest",
     "write_bytes_atomic",
+    "temp_path",
+    "sidecar_path",
+    "sidecar_bytes",
     "config_conflicts",
 ]
 
@@ -122,15 +128,20 @@ def sha256_bytes(data):
 
 def sha256_file(path, chunk_size=1 << 22):
     """Return `(hex sha256, size in bytes)` of a local or `gs://` file, read in chunks."""
+    with _gfile().GFile(path, "rb") as f:
+        return sha256_stream(f, chunk_size)
+
+
+def sha256_stream(f, chunk_size=1 << 22):
+    """Return `(hex sha256, size in bytes)` of the rest of an open binary file, read in chunks.
+
+    Any file object with `read(n)` works (`tf.io.gfile.GFile`, Beam's `FileSystems.open`, ...).
+    """
     digest = hashlib.sha256()
     size = 0
-    with _gfile().GFile(path, "rb") as f:
-        while True:
-            chunk = f.read(chunk_size)
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
+    for chunk in iter(lambda: f.read(chunk_size), b""):
+        digest.update(chunk)
+        size += len(chunk)
     return digest.hexdigest(), size
 
 
@@ -330,6 +341,26 @@ def build_manifest(
     return manifest
 
 
+def manifest_from_config(config, splits, label_names=None):
+    """`build_manifest` from a conversion's `config` (the `CONFIG_KEYS` dict both writers keep)."""
+    return build_manifest(
+        config["name"],
+        config["source"],
+        splits,
+        image_format=config["image_format"],
+        quality=config["quality"],
+        compression=config["compression"],
+        label_names=label_names,
+        shuffle=config["shuffle"],
+        seed=config["seed"],
+    )
+
+
+def manifest_bytes(manifest):
+    """The bytes of `manifest.json` as both writers store them (indented JSON, trailing newline)."""
+    return json.dumps(manifest, indent=1, sort_keys=False).encode("utf-8") + b"\n"
+
+
 def manifest_path(path):
     """`path` itself when it names a manifest file, else `path/manifest.json`."""
     path = os.fspath(path)
@@ -368,16 +399,33 @@ def write_bytes_atomic(path, data):
     copy + delete, and the copy appears atomically under the final name).
     """
     gfile = _gfile()
-    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    tmp = temp_path(path)
     with gfile.GFile(tmp, "wb") as f:
         f.write(data)
     gfile.rename(tmp, path, overwrite=True)
 
 
+def temp_path(path):
+    """A unique temporary name next to `path`: `<path>.tmp-<pid>-<random>`.
+
+    Such a file is never complete; a rerun deletes leftovers matching `<path>.tmp-*`.
+    """
+    return f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def sidecar_path(output, file):
+    """The `<shard>.json` record written next to shard `file` until the manifest exists."""
+    return join(output, file + ".json")
+
+
+def sidecar_bytes(fingerprint, entry):
+    """A sidecar's content: the conversion's `fingerprint` and the shard's `shard_entry`."""
+    return json.dumps({"config": fingerprint, "shard": entry}).encode()
+
+
 def write_manifest(path, manifest):
     """Write `manifest` as `path/manifest.json` atomically (see `write_bytes_atomic`)."""
-    data = json.dumps(manifest, indent=1, sort_keys=False).encode("utf-8") + b"\n"
-    write_bytes_atomic(manifest_path(path), data)
+    write_bytes_atomic(manifest_path(path), manifest_bytes(manifest))
 
 
 def config_conflicts(existing, wanted):

@@ -2,9 +2,11 @@
 
 How a conversion runs (`convert`):
 
-1. The source's records get a seeded permutation (`numpy.random.default_rng(seed)`), which is cut
-   into `num_shards` contiguous pieces: shard `i` holds `order[i*n//k : (i+1)*n//k]`. The bytes of
-   every shard depend only on the source, `seed` and the encoding options — not on `num_workers`.
+1. A `ConversionPlan` checks the arguments and opens the source. Its records get a seeded
+   permutation (`numpy.random.default_rng(seed)`), which is cut into `num_shards` contiguous
+   pieces (`shard_indices`): shard `i` holds `order[i*n//k : (i+1)*n//k]`. The bytes of every
+   shard depend only on the source, `seed` and the encoding options — not on `num_workers`.
+   `tfrecord_tools.beam` plans with the same `ConversionPlan`, so its shards are the same.
 2. `num_workers` spawned processes build whole shards in memory: decode (files), encode
    (`tfrecord_tools.example`), frame as TFRecord (length, masked CRC-32C, data, masked CRC-32C),
    optionally GZIP, and hash (sha256). Workers import NumPy, zlib and Pillow only, not TensorFlow,
@@ -39,10 +41,20 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from tfrecord_tools import manifest as mf
-from tfrecord_tools.example import IMAGE_FORMATS, serialize_example
+from tfrecord_tools.example import check_image_format, check_quality, serialize_example
 from tfrecord_tools.sources import open_source
 
-__all__ = ["convert", "write_shards", "frame_record", "build_shard", "COMPRESSIONS"]
+__all__ = [
+    "convert",
+    "write_shards",
+    "frame_record",
+    "build_shard",
+    "shard_indices",
+    "shard_entry_from_result",
+    "partial_conversion_error",
+    "ConversionPlan",
+    "COMPRESSIONS",
+]
 
 logger = logging.getLogger("tfrecord_tools")
 
@@ -193,6 +205,251 @@ def _default_num_shards(num_records):
     return max(1, min(1024, -(-num_records // 10_000)))
 
 
+# --- planning (shared with tfrecord_tools.beam) ---------------------------------------------
+
+
+def shard_indices(num_records, num_shards, seed=0, shuffle=True):
+    """The source record numbers of every shard: a seeded permutation cut into contiguous pieces.
+
+    With `order = numpy.random.default_rng(seed).permutation(n)` (or `arange(n)` without
+    shuffle), shard `i` of `k` holds `order[i*n//k : (i+1)*n//k]`, so shard sizes differ by at
+    most one and depend only on `n`, `k`, `seed` and `shuffle`.
+
+    Example:
+
+    ```python
+    from tfrecord_tools.writer import shard_indices
+    [s.tolist() for s in shard_indices(5, 2, shuffle=False)]  # [[0, 1], [2, 3, 4]]
+    ```
+
+    Args:
+        num_records: records in the split.
+        num_shards: number of shards.
+        seed: seed of the permutation.
+        shuffle: False keeps source order.
+
+    Returns:
+        A list of `num_shards` int arrays.
+    """
+    order = (
+        np.random.default_rng(seed).permutation(num_records) if shuffle else np.arange(num_records)
+    )
+    bounds = [(i * num_records) // num_shards for i in range(num_shards + 1)]
+    return [order[bounds[i] : bounds[i + 1]] for i in range(num_shards)]
+
+
+def shard_entry_from_result(file, result):
+    """The manifest entry (`manifest.shard_entry`) of shard `file` built by `build_shard`."""
+    return mf.shard_entry(
+        file,
+        result["num_records"],
+        result["sha256"],
+        result["num_bytes"],
+        result["label_counts"],
+        result["pixel_stats"],
+        result["skipped"],
+        result["image_shapes"],
+    )
+
+
+def partial_conversion_error(output, where, record, fingerprint):
+    """The ValueError for a `<shard>.json` sidecar (at `where`) left by a different conversion."""
+    return ValueError(
+        f"output {output!r} holds a partial conversion with different settings "
+        f"({where}.json: {record.get('config')!r}; requested {fingerprint!r}). "
+        "Choose another output, or pass overwrite=True (CLI: --overwrite)."
+    )
+
+
+class ConversionPlan:
+    """A checked conversion before any file is written: settings, opened source, shard counts.
+
+    `convert` and `tfrecord_tools.beam` both write from a plan, so they check the same arguments
+    with the same messages and name, cut and encode the shards identically. It is made in two
+    steps so that `convert` can start its workers in between: the constructor checks every
+    argument that does not need the source (no I/O), `open` opens the source and checks the rest.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from tfrecord_tools.writer import ConversionPlan
+    x = np.zeros((10, 4, 4, 1), np.uint8); y = np.arange(10) % 2
+    plan = ConversionPlan("/tmp/tiny", num_shards=3, name="tiny").open((x, y), split="train")
+    plan.shard_files("train")[0]                       # 'tiny-train.tfrecord-00000-of-00003'
+    [len(s) for s in plan.shard_indices("train")]      # [3, 3, 4]
+    ```
+
+    Args:
+        output, num_shards, image_format, name, quality, compression, seed, shuffle, skip_corrupt:
+            as in `convert`.
+
+    Attributes:
+        output: the output directory (local or `gs://`), as given.
+        name: the dataset name (derived from the source by `open` when not given).
+        options: `build_shard` keyword arguments.
+        source: the opened `sources.Source` (after `open`).
+        config: the manifest's configuration keys, `manifest.CONFIG_KEYS` (after `open`).
+        shard_counts: `{split: number of shards}` in source split order (after `open`).
+    """
+
+    def __init__(
+        self,
+        output,
+        num_shards=None,
+        image_format="png",
+        *,
+        name=None,
+        quality=95,
+        compression=None,
+        seed=0,
+        shuffle=True,
+        skip_corrupt=False,
+    ):
+        check_image_format(image_format)
+        check_quality(quality)
+        compression = _normalise_compression(compression)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer; received {seed!r}.")
+        if isinstance(num_shards, dict):
+            num_shards = {
+                k: _check_positive_int(v, f"num_shards[{k!r}]") for k, v in num_shards.items()
+            }
+        else:
+            num_shards = _check_positive_int(num_shards, "num_shards", allow_none=True)
+        if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
+            raise ValueError(f"output must be a directory path or gs:// URL; received {output!r}.")
+        if name is not None:
+            mf.check_name(name, "name")
+        self.output = os.fspath(output)
+        self.name = name
+        self.options = {
+            "image_format": image_format,
+            "quality": int(quality),
+            "compression": compression,
+            "skip_corrupt": bool(skip_corrupt),
+        }
+        self._num_shards = num_shards
+        self._shuffle = bool(shuffle)
+        self._seed = int(seed)
+        self.source = None
+        self.config = None
+        self.shard_counts = None
+
+    def open(self, source, split=None, label_names=None):
+        """Open `source` (see `convert`), check split names and shard counts; returns self."""
+        src = open_source(source, split=split, label_names=label_names)
+        name = self.name or _default_name(src.description)
+        mf.check_name(name, "name")
+        for split_name in src.splits:
+            mf.check_name(split_name, "split")
+        num_shards = self._num_shards
+        if isinstance(num_shards, dict):
+            unknown = sorted(set(num_shards) - set(src.splits))
+            if unknown:
+                raise ValueError(
+                    f"num_shards names splits {unknown} that the source does not have ({sorted(src.splits)})."
+                )
+        shard_counts = {}
+        for split_name, data in src.splits.items():
+            k = num_shards.get(split_name) if isinstance(num_shards, dict) else num_shards
+            k = k or _default_num_shards(data.num_records)
+            if k > max(data.num_records, 1):
+                raise ValueError(
+                    f"num_shards={k} is more than the {data.num_records} records of split {split_name!r}."
+                )
+            shard_counts[split_name] = k
+        image_format = self.options["image_format"]
+        self.name = name
+        self.source = src
+        self.shard_counts = shard_counts
+        self.config = {
+            "name": name,
+            "source": src.description,
+            "image_format": image_format,
+            "quality": self.options["quality"] if image_format == "jpeg" else None,
+            "compression": self.options["compression"],
+            "shuffle": self._shuffle,
+            "seed": self._seed,
+        }
+        return self
+
+    def shard_files(self, split):
+        """The shard file names of `split` (`manifest.shard_name`), in shard order."""
+        k = self.shard_counts[split]
+        return [mf.shard_name(self.name, split, i, k) for i in range(k)]
+
+    def shard_indices(self, split):
+        """The source record numbers of each shard of `split` (see `shard_indices`)."""
+        n = self.source.splits[split].num_records
+        return shard_indices(n, self.shard_counts[split], self._seed, self._shuffle)
+
+    def fingerprint(self, split):
+        """What a `<shard>.json` sidecar records of the conversion: resumable only if equal."""
+        return dict(
+            self.config,
+            split=split,
+            num_shards=self.shard_counts[split],
+            num_source_records=self.source.splits[split].num_records,
+        )
+
+    def leftover_glob(self, split):
+        """Glob of the temporary shard files of `split` an interrupted run may have left."""
+        return mf.join(self.output, f"{self.name}-{split}.tfrecord-*.tmp-*")
+
+    def conflicts(self, existing):
+        """Differences between an `existing` manifest and this conversion ([] = it can resume)."""
+        conflicts = mf.config_conflicts(existing, self.config)
+        label_names = self.source.label_names
+        if label_names is not None and existing.get("label_names") not in (None, label_names):
+            conflicts.append(
+                f"label_names: existing {existing['label_names']!r} != requested {label_names!r}"
+            )
+        for split_name, data in self.source.splits.items():
+            old = existing.get("splits", {}).get(split_name)
+            k = self.shard_counts[split_name]
+            if old and (old["num_shards"], old["num_source_records"]) != (k, data.num_records):
+                conflicts.append(
+                    f"split {split_name!r}: existing {old['num_shards']} shards of "
+                    f"{old['num_source_records']} records != requested {k} "
+                    f"shards of {data.num_records} records"
+                )
+        return conflicts
+
+    def outdated_files(self, existing, overwrite):
+        """The files of an `existing` different conversion to delete before writing.
+
+        Returns [] when `existing` (a manifest dict or None) agrees with this conversion, else
+        its shard files followed by its `manifest.json`.
+
+        Raises:
+            ValueError: `existing` differs and `overwrite` is False.
+        """
+        if existing is None:
+            return []
+        conflicts = self.conflicts(existing)
+        if not conflicts:
+            return []
+        if not overwrite:
+            raise ValueError(
+                f"output {self.output!r} already holds a different conversion (its manifest.json "
+                f"differs: {'; '.join(conflicts)}). Choose another output, or pass overwrite=True "
+                "(CLI: --overwrite) to replace it."
+            )
+        shards = [
+            mf.join(self.output, s["file"])
+            for sp in existing["splits"].values()
+            for s in sp["shards"]
+        ]
+        return shards + [mf.manifest_path(self.output)]
+
+    def manifest_label_names(self, existing):
+        """Class names for the new manifest: the source's, else those of `existing` (or None)."""
+        if self.source.label_names is not None:
+            return self.source.label_names
+        return (existing or {}).get("label_names")
+
+
 # --- conversion ------------------------------------------------------------------------------
 
 
@@ -279,156 +536,67 @@ def convert(
         CorruptImageError: an unreadable image file (without `skip_corrupt`).
     """
     num_workers = _check_positive_int(num_workers, "num_workers")
-    if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}; received {image_format!r}.")
-    if (
-        isinstance(quality, bool)
-        or not isinstance(quality, (int, np.integer))
-        or not 1 <= quality <= 100
-    ):
-        raise ValueError(f"quality must be an integer in 1..100; received {quality!r}.")
-    compression = _normalise_compression(compression)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; received {seed!r}.")
-    if isinstance(num_shards, dict):
-        num_shards = {
-            k: _check_positive_int(v, f"num_shards[{k!r}]") for k, v in num_shards.items()
-        }
-    else:
-        num_shards = _check_positive_int(num_shards, "num_shards", allow_none=True)
-    if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
-        raise ValueError(f"output must be a directory path or gs:// URL; received {output!r}.")
-    output = os.fspath(output)
-    if name is not None:
-        mf.check_name(name, "name")
+    plan = ConversionPlan(
+        output,
+        num_shards,
+        image_format,
+        name=name,
+        quality=quality,
+        compression=compression,
+        seed=seed,
+        shuffle=shuffle,
+        skip_corrupt=skip_corrupt,
+    )
 
     # Workers start now, so their start-up overlaps reading the source; one pool serves all splits.
     with _worker_pool(num_workers) as pool:
-        src = open_source(source, split=split, label_names=label_names)
-        name = name or _default_name(src.description)
-        mf.check_name(name, "name")
-        for split_name in src.splits:
-            mf.check_name(split_name, "split")
-        if isinstance(num_shards, dict):
-            unknown = sorted(set(num_shards) - set(src.splits))
-            if unknown:
-                raise ValueError(
-                    f"num_shards names splits {unknown} that the source does not have ({sorted(src.splits)})."
-                )
-        shard_counts = {}
-        for split_name, data in src.splits.items():
-            k = num_shards.get(split_name) if isinstance(num_shards, dict) else num_shards
-            k = k or _default_num_shards(data.num_records)
-            if k > max(data.num_records, 1):
-                raise ValueError(
-                    f"num_shards={k} is more than the {data.num_records} records of split {split_name!r}."
-                )
-            shard_counts[split_name] = k
-
+        plan.open(source, split=split, label_names=label_names)
         import tensorflow as tf
 
         gfile = tf.io.gfile
-        config = {
-            "name": name,
-            "source": src.description,
-            "image_format": image_format,
-            "quality": int(quality) if image_format == "jpeg" else None,
-            "compression": compression,
-            "shuffle": bool(shuffle),
-            "seed": int(seed),
-        }
+        output = plan.output
         gfile.makedirs(output)
         for tmp in gfile.glob(mf.manifest_path(output) + ".tmp-*"):  # an interrupted manifest write
             _remove_quietly(gfile, tmp)
         existing = mf.read_manifest(output) if gfile.exists(mf.manifest_path(output)) else None
-        if existing is not None:
-            conflicts = mf.config_conflicts(existing, config)
-            if label_names is not None or src.label_names is not None:
-                if existing.get("label_names") not in (None, src.label_names):
-                    conflicts.append(
-                        f"label_names: existing {existing['label_names']!r} != requested {src.label_names!r}"
-                    )
-            for split_name, data in src.splits.items():
-                old = existing["splits"].get(split_name)
-                if old and (old["num_shards"], old["num_source_records"]) != (
-                    shard_counts[split_name],
-                    data.num_records,
-                ):
-                    conflicts.append(
-                        f"split {split_name!r}: existing {old['num_shards']} shards of "
-                        f"{old['num_source_records']} records != requested {shard_counts[split_name]} "
-                        f"shards of {data.num_records} records"
-                    )
-            if conflicts and not overwrite:
-                raise ValueError(
-                    f"output {output!r} already holds a different conversion (its manifest.json "
-                    f"differs: {'; '.join(conflicts)}). Choose another output, or pass overwrite=True "
-                    "(CLI: --overwrite) to replace it."
-                )
-            if conflicts:
-                for sp in existing["splits"].values():
-                    for shard in sp["shards"]:
-                        _remove_quietly(gfile, mf.join(output, shard["file"]))
-                _remove_quietly(gfile, mf.manifest_path(output))
-                existing = None
+        outdated = plan.outdated_files(existing, overwrite)
+        for path in outdated:
+            _remove_quietly(gfile, path)
+        if outdated:
+            existing = None
 
-        options = {
-            "image_format": image_format,
-            "quality": int(quality),
-            "compression": compression,
-            "skip_corrupt": bool(skip_corrupt),
-        }
         splits = dict(existing["splits"]) if existing else {}
-        for split_name, data in src.splits.items():
+        for split_name in plan.source.splits:
             splits[split_name] = _write_split(
                 gfile,
-                data,
-                output,
-                config,
-                shard_counts[split_name],
+                plan,
+                split_name,
                 pool,
-                options,
                 existing["splits"].get(split_name) if existing else None,
                 overwrite,
                 progress,
             )
-        manifest = mf.build_manifest(
-            name,
-            src.description,
-            splits,
-            image_format=image_format,
-            quality=config["quality"],
-            compression=compression,
-            label_names=src.label_names
-            if src.label_names is not None
-            else (existing or {}).get("label_names"),
-            shuffle=shuffle,
-            seed=seed,
-        )
+        manifest = mf.manifest_from_config(plan.config, splits, plan.manifest_label_names(existing))
         mf.write_manifest(output, manifest)
-        for split_name in src.splits:
+        for split_name in plan.source.splits:
             for shard in splits[split_name]["shards"]:
-                sidecar = mf.join(output, shard["file"] + ".json")
+                sidecar = mf.sidecar_path(output, shard["file"])
                 if gfile.exists(sidecar):
                     _remove_quietly(gfile, sidecar)
         return manifest
 
 
-def _write_split(
-    gfile, data, output, config, num_shards, pool, options, old_split, overwrite, progress
-):
-    split_name = data.name
-    name = config["name"]
-    n = data.num_records
-    order = (
-        np.random.default_rng(config["seed"]).permutation(n) if config["shuffle"] else np.arange(n)
-    )
-    bounds = [(i * n) // num_shards for i in range(num_shards + 1)]
-    files = [mf.shard_name(name, split_name, i, num_shards) for i in range(num_shards)]
-    fingerprint = dict(config, split=split_name, num_shards=num_shards, num_source_records=n)
+def _write_split(gfile, plan, split_name, pool, old_split, overwrite, progress):
+    data = plan.source.splits[split_name]
+    name = plan.name
+    output = plan.output
+    num_shards = plan.shard_counts[split_name]
+    files = plan.shard_files(split_name)
+    shards = plan.shard_indices(split_name)
+    fingerprint = plan.fingerprint(split_name)
 
     # Leftovers of an interrupted run: temporary files are never complete, remove them.
-    for tmp in gfile.glob(mf.join(output, f"{name}-{split_name}.tfrecord-*.tmp-*")):
+    for tmp in gfile.glob(plan.leftover_glob(split_name)):
         _remove_quietly(gfile, tmp)
 
     entries = [None] * num_shards
@@ -439,16 +607,12 @@ def _write_split(
     for i in range(num_shards):
         if entries[i] is not None:
             continue
-        record = _load_json(gfile, mf.join(output, files[i] + ".json"))
+        record = _load_json(gfile, mf.sidecar_path(output, files[i]))
         if record is None:
             continue
         if record.get("config") != fingerprint:
             if not overwrite:
-                raise ValueError(
-                    f"output {output!r} holds a partial conversion with different settings "
-                    f"({files[i]}.json: {record.get('config')!r}; requested {fingerprint!r}). "
-                    "Choose another output, or pass overwrite=True (CLI: --overwrite)."
-                )
+                raise partial_conversion_error(output, files[i], record, fingerprint)
             continue
         if _shard_ok(gfile, mf.join(output, files[i]), record.get("shard")):
             entries[i] = record["shard"]
@@ -463,8 +627,8 @@ def _write_split(
         )
 
     todo = [i for i in range(num_shards) if entries[i] is None]
-    tasks = [(i, data.payload(order[bounds[i] : bounds[i + 1]])) for i in todo]
-    total = sum(bounds[i + 1] - bounds[i] for i in todo)
+    tasks = [(i, data.payload(shards[i])) for i in todo]
+    total = sum(len(shards[i]) for i in todo)
 
     from tqdm.auto import tqdm
 
@@ -482,21 +646,13 @@ def _write_split(
     def commit(i, result):
         payload = result.pop("data")
         final = mf.join(output, files[i])
-        tmp = f"{final}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+        tmp = mf.temp_path(final)
         with gfile.GFile(tmp, "wb") as f:
             f.write(payload)
-        entry = mf.shard_entry(
-            files[i],
-            result["num_records"],
-            result["sha256"],
-            result["num_bytes"],
-            result["label_counts"],
-            result["pixel_stats"],
-            result["skipped"],
-            result["image_shapes"],
+        entry = shard_entry_from_result(files[i], result)
+        mf.write_bytes_atomic(
+            mf.sidecar_path(output, files[i]), mf.sidecar_bytes(fingerprint, entry)
         )
-        record = json.dumps({"config": fingerprint, "shard": entry}).encode()
-        mf.write_bytes_atomic(final + ".json", record)
         gfile.rename(tmp, final, overwrite=True)
         entries[i] = entry
         written_bytes[0] += len(payload)
@@ -511,12 +667,12 @@ def _write_split(
             bar.set_postfix_str(f"{written_bytes[0] / elapsed / 1e6:.1f} MB/s", refresh=False)
 
         try:
-            _run_tasks(tasks, pool, options, on_done, bar.update)
+            _run_tasks(tasks, pool, plan.options, on_done, bar.update)
         finally:
             for future in futures:
                 future.result()
             bar.close()
-    return mf.split_entry(entries, n)
+    return mf.split_entry(entries, data.num_records)
 
 
 def write_shards(
