@@ -2,9 +2,11 @@
 
 Question: how many images/s does each augmentation chain sustain on the same batch,
 (1) as a `tf.data` map (graph mode, AUTOTUNE parallelism, prefetch; "tf.data+xla": the mapped
-function is a `tf.function(jit_compile=True)`) and (2) inside a compiled model (`tf.function`
-around `model(x, training=True)`, with `jit_compile=False` and `True`), compared with the limit:
-one cast-and-copy pass over the same batch?
+function is a `tf.function(jit_compile=True)`; "tf.data pipeline": the whole
+`keras_tricks.data.input_pipeline(placement="data")` over the batch's examples - cache, shuffle,
+batch, then the augmentation map, XLA-compiled where the layers allow it) and (2) inside a
+compiled model (`tf.function` around `model(x, training=True)`, with `jit_compile=False` and
+`True`), compared with the limit: one cast-and-copy pass over the same batch?
 
 Workloads:
   (a) "cifar": Page's CIFAR-10 batch, 512 x 32x32x3 uint8: pad 4 (reflect) + crop, flip,
@@ -57,7 +59,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
-from keras_tricks import augment  # noqa: E402
+from keras_tricks import augment, data  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -249,8 +251,20 @@ class FunctionCell:
 
 
 def make_cell(kind, batch, make_layers):
-    """One chain in one mode: 'tf.data', 'tf.data+xla', 'compiled' or 'xla'."""
+    """One chain in one mode: 'tf.data', 'tf.data+xla', 'tf.data pipeline', 'compiled', 'xla'."""
     n = int(batch.shape[0])
+    if kind == "tf.data pipeline":
+        pipe = data.input_pipeline(
+            (batch, np.zeros(n, "int64")),
+            batch_size=n,
+            augmentation=make_layers(),
+            placement="data",
+            repeat=True,
+            seed=0,
+        )
+        ds = pipe.dataset
+        next(iter(ds))
+        return DatasetCell(ds, n)
     if kind.startswith("tf.data"):
         chain = apply_chain(make_layers())
         if kind == "tf.data+xla":
@@ -269,7 +283,7 @@ def make_cell(kind, batch, make_layers):
     return FunctionCell(fn, batch)
 
 
-MODES = ("tf.data", "tf.data+xla", "compiled", "xla")
+MODES = ("tf.data", "tf.data+xla", "tf.data pipeline", "compiled", "xla")
 
 
 def cast_to_float(x):

@@ -16,7 +16,9 @@ The random augmentation runs on whole batches, either
   (David Page, "How to train your ResNet", https://myrtle.ai/learn/how-to-train-your-resnet/).
   They are identity at evaluation (`training=False`).
 - `placement="data"`: in `tf.data`, after batching (vectorised, on the host CPU, overlapped with
-  training by `prefetch`).
+  training by `prefetch`). By default (`jit_compile="auto"`) the layers that XLA compiles run
+  as XLA-compiled functions inside the map, which fuses them into a few passes over the batch
+  (2-3x faster for Page's CIFAR and He et al.'s ImageNet chains, `bench/augment.py`).
 
 Layers that change the labels (MixUp, CutMix: ours, Keras's or keras-cv's) need the labels,
 which the model never sees, so they always run in `tf.data`, and the labels are one-hot encoded
@@ -44,7 +46,9 @@ model.fit(pipe.dataset, epochs=1, verbose=0)
 """
 
 import dataclasses
+import logging
 import os
+import re
 
 import keras
 import numpy as np
@@ -56,6 +60,8 @@ from keras_tricks._checks import check_int as _check_int
 __all__ = ["input_pipeline", "InputPipeline", "changes_labels"]
 
 _PLACEMENTS = ("model", "data")
+_JIT_COMPILE = ("auto", True, False)
+_logger = logging.getLogger(__name__)
 # keras-cv (and Keras) class names of layers that mix labels; matched by name so that
 # keras-cv stays an optional dependency.
 _LABEL_MIXING_NAMES = {"MixUp", "CutMix", "FourierMix", "Mosaic"}
@@ -82,6 +88,7 @@ class InputPipeline:
         label_names: class names from the TFRecord manifest, or None.
         mean: per-channel pixel mean of the training data (0..255 scale), or None.
         std: per-channel pixel standard deviation (0..255 scale), or None.
+        xla_layers: the layers run in `tf.data` that are compiled with XLA (`jit_compile`).
     """
 
     dataset: tf.data.Dataset
@@ -92,6 +99,7 @@ class InputPipeline:
     label_names: list | None = None
     mean: list | None = None
     std: list | None = None
+    xla_layers: list = dataclasses.field(default_factory=list)
 
     @property
     def steps_per_epoch(self):
@@ -121,6 +129,119 @@ def _call_layer(layer, images, labels):
     if isinstance(layer, keras.layers.Layer):
         return layer(images, training=True), labels
     return layer(images), labels
+
+
+def _chain(layers):
+    """`f(images, labels)` applying `layers` in order."""
+
+    def step(images, labels):
+        for layer in layers:
+            images, labels = _call_layer(layer, images, labels)
+        return images, labels
+
+    return step
+
+
+def _batch_example(spec, batch_size):
+    """Zeros shaped like one batch of `spec` (unknown dims, i.e. the batch, set to batch_size)."""
+    return tf.nest.map_structure(
+        lambda s: tf.zeros([batch_size if d is None else d for d in s.shape], s.dtype), spec
+    )
+
+
+def _xla_error(layer, example):
+    """Why XLA cannot compile `layer` on the `example` batch, or None when it can.
+
+    Lowers the traced function to HLO without running it, so no random state is consumed and
+    the pipeline's streams stay those of its seeds. Unsupported ops (keras-cv's
+    `CropAndResize`, the Beta sampler of MixUp/CutMix on CPU) fail here rather than in `fit`.
+    """
+    try:
+        compiled = tf.function(_chain([layer]), jit_compile=True)
+        compiled.experimental_get_compiler_ir(*example)(stage="hlo")
+    except Exception as error:  # any lowering failure means "run this layer without XLA"
+        message = str(error)
+        unsupported = re.search(r"No registered '(\w+)' OpKernel for (\w+)", message)
+        if unsupported:
+            return f"no {unsupported.group(2)} kernel for {unsupported.group(1)}"
+        return message.strip().splitlines()[0][:200] if message.strip() else type(error).__name__
+    return None
+
+
+def _name(layer):
+    return getattr(layer, "__name__", type(layer).__name__)
+
+
+def _library_layer(layer):
+    """Whether `layer` is one of Keras's own (but `Lambda`: user code) or keras-cv's layers."""
+    package = type(layer).__module__.split(".")[0]
+    return package in ("keras", "keras_cv") and not isinstance(layer, keras.layers.Lambda)
+
+
+def _augmentation_map(layers, batch_size, jit_compile):
+    """The `tf.data` map function of the augmentation, and the list of layers it compiles.
+
+    Maximal runs of consecutive layers to compile become one `tf.function(jit_compile=True)`
+    each: XLA fuses a run into a few passes over the batch, where TF's graph executor runs op
+    by op (bench/augment.py, "tf.data+xla"). The others run as plain graph ops. XLA compiles
+    once per distinct batch shape: at most twice per pipeline (the full batches and a shorter
+    last one when it is kept). "auto" does not try the layers of Keras (but `Lambda`) and
+    keras-cv: XLA makes Keras's `RandomCrop` and `RandomErasing` 15-70x slower on CPU (they
+    compile, into slow code), and keras-cv's crop-and-resize does not compile at all.
+
+    The choice is made while `tf.data` traces the map, on the shapes each layer really gets;
+    only the layers tried for XLA are also traced on zeros outside it (Keras and keras-cv
+    layers may build weights, which they must do in the map's own trace).
+    """
+    xla_layers = []
+    if not jit_compile:
+        return _chain(layers), xla_layers
+
+    def example_of(tensors):
+        return _batch_example(
+            tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), tensors), batch_size
+        )
+
+    def apply(images, labels):
+        xla_layers.clear()
+        pending, example = [], None  # layers that compile, not yet applied; their next input
+
+        def flush(images, labels):
+            if pending:
+                images, labels = tf.function(_chain(list(pending)), jit_compile=True)(
+                    images, labels
+                )
+                xla_layers.extend(pending)
+                pending.clear()
+            return images, labels
+
+        for layer in layers:
+            if jit_compile == "auto" and _library_layer(layer):
+                error = "jit_compile='auto' leaves Keras and keras-cv layers to TF"
+                _logger.info("%s runs in tf.data without XLA (%s).", _name(layer), error)
+            else:
+                with tf.init_scope():  # out of the map's graph: lower (and trace) eagerly
+                    example = example if pending else example_of((images, labels))
+                    error = _xla_error(layer, example)
+                    if error is None:  # the next layer's input, traced without running
+                        outputs = tf.function(_chain([layer])).get_concrete_function(*example)
+                        example = example_of(outputs.structured_outputs)
+                if error is not None and jit_compile is True:
+                    raise ValueError(
+                        f"`jit_compile` is True but XLA cannot compile {_name(layer)} "
+                        f"on batches of shape {images.shape}: {error}. Use "
+                        "jit_compile='auto' to run it without XLA."
+                    )
+                if error is not None:
+                    _logger.warning("%s runs in tf.data without XLA (%s).", _name(layer), error)
+            if error is None:
+                pending.append(layer)
+                continue
+            images, labels = flush(images, labels)
+            images, labels = _call_layer(layer, images, labels)
+        return flush(images, labels)
+
+    return apply, xla_layers
 
 
 def _from_arrays(source):
@@ -191,6 +312,7 @@ def input_pipeline(
     drop_remainder=None,
     repeat=False,
     num_parallel_calls=tf.data.AUTOTUNE,
+    jit_compile="auto",
 ):
     """Build the input pipeline for training or evaluation from TFRecord shards or arrays.
 
@@ -214,7 +336,16 @@ def input_pipeline(
         seed: seed of the shuffle.
         drop_remainder: drop the last partial batch; None means True for training.
         repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
-        num_parallel_calls: parallelism of the maps.
+        num_parallel_calls: parallelism of the maps. Seeded augmentation in `tf.data` repeats
+            exactly from run to run only with 1: parallel batches take the layers' random
+            state in whichever order they run.
+        jit_compile: compile the augmentation that runs in `tf.data` with XLA. "auto"
+            (default) compiles our layers, `keras.layers.Lambda` and callables when XLA can,
+            runs those XLA rejects without it with a logged warning (e.g. MixUp/CutMix, whose
+            Beta sampler has no XLA kernel on CPU), and never tries Keras's other layers or
+            keras-cv's (slower under XLA, or not compilable). True compiles every layer
+            (ValueError if XLA cannot); False never uses XLA. XLA draws other random numbers than TF's kernels from the same
+            seeds, so results are reproducible for a given setting, not across settings.
 
     Returns:
         `InputPipeline` with `.dataset`, `.augmentation`, `.attach(model)`, `.steps_per_epoch`,
@@ -243,6 +374,12 @@ def input_pipeline(
     for layer in augmentation:
         if not callable(layer):
             raise ValueError(f"`augmentation` must hold layers or callables; received {layer!r}.")
+    if not (
+        isinstance(jit_compile, bool) or (isinstance(jit_compile, str) and jit_compile == "auto")
+    ):
+        raise ValueError(
+            f"`jit_compile` must be one of {_JIT_COMPILE}; received jit_compile={jit_compile!r}."
+        )
     num_classes = _check_int("num_classes", num_classes, minimum=2, allow_none=True)
     shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, allow_none=True)
     if not isinstance(cache, (bool, str, os.PathLike)):
@@ -275,7 +412,7 @@ def input_pipeline(
             num_parallel_calls=num_parallel_calls,
         )
 
-    in_model = []
+    in_model, xla_layers = [], []
     if training and augmentation:
         in_data = []
         for layer in augmentation:
@@ -284,12 +421,8 @@ def input_pipeline(
             else:
                 in_model.append(layer)
 
-        def apply(images, labels):
-            for layer in in_data:
-                images, labels = _call_layer(layer, images, labels)
-            return images, labels
-
         if in_data:
+            apply, xla_layers = _augmentation_map(in_data, batch_size, jit_compile)
             ds = ds.map(apply, num_parallel_calls=num_parallel_calls)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     model_aug = None
@@ -310,4 +443,5 @@ def input_pipeline(
         label_names=info["label_names"],
         mean=info["mean"],
         std=info["std"],
+        xla_layers=xla_layers,
     )

@@ -426,6 +426,44 @@ def test_cutmix_label_weights_equal_the_exact_pasted_area():
     assert np.mean(my.max(axis=1) < 1.0) > 0.5
 
 
+def test_cutmix_pastes_every_channel_of_the_partner_box_exactly():
+    # NumPy transcription of the paste on images whose channels all differ, so a mask that
+    # mixed up channels (e.g. on a flattened W * C view) would show.
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, size=(16, 9, 7, 3)).astype("uint8")
+    labels = np.eye(16, dtype="float32")
+    t = twin_transformation(augment.CutMix, x.shape, alpha=1.0, seed=6)
+    mx, _ = augment.CutMix(alpha=1.0, seed=6)((x, labels), training=True)
+    expected = x.copy()
+    for b, ((y0, x0, y1, x1), partner) in enumerate(zip(np_(t["boxes"]), np_(t["partner"]))):
+        expected[b, y0:y1, x0:x1] = x[partner, y0:y1, x0:x1]
+    np.testing.assert_array_equal(np_(mx), expected)
+    assert (np_(mx) != x).any()
+
+
+@pytest.mark.parametrize("layer_cls", [augment.CutMix, augment.RandomPadCrop])
+def test_masked_layers_give_the_same_result_with_unknown_channels(layer_cls):
+    # Without a static channel count the select broadcasts a (B, H, W, 1) mask instead of
+    # using the flat (B, H, W * C) view; both must agree exactly.
+    x = np.random.default_rng(6).integers(0, 256, size=(8, 9, 7, 3)).astype("uint8")
+    kwargs = {"padding": 3, "fill_mode": "constant", "fill_value": 17}
+    kwargs = {"alpha": 1.0} if layer_cls is augment.CutMix else kwargs
+    labels = np.eye(8, dtype="float32")
+
+    def run(layer, images):
+        if layer_cls is augment.CutMix:
+            return layer((images, labels), training=True)[0]
+        return layer(images, training=True)
+
+    twins = layer_cls(seed=2, **kwargs), layer_cls(seed=2, **kwargs)
+    dynamic = tf.function(
+        lambda images: run(twins[0], images),
+        input_signature=[tf.TensorSpec((8, 9, 7, None), tf.uint8)],
+    )
+    static = tf.function(lambda images: run(twins[1], images))
+    np.testing.assert_array_equal(np_(dynamic(x)), np_(static(x)))
+
+
 def test_cutmix_box_side_is_sqrt_one_minus_lambda_of_the_image():
     # Yun et al.'s rand_bbox: cut = int(side * sqrt(1 - lam)), box [c - cut//2, c + cut//2)
     # clipped to the image; lam ~ Beta(alpha, alpha); weight = 1 - box area / image area.

@@ -131,6 +131,126 @@ def test_accepts_keras_core_and_keras_cv_layers():
     assert np.isfinite(model.fit(model_pipe.dataset, epochs=1, verbose=0).history["loss"]).all()
 
 
+def numpy_flip(images):
+    """A horizontal flip through `tf.numpy_function`: runs in tf.data, never under XLA."""
+    out = tf.numpy_function(lambda a: np.ascontiguousarray(a[:, :, ::-1]), [images], images.dtype)
+    return tf.ensure_shape(out, images.shape)
+
+
+def test_xla_map_equals_the_plain_map_on_deterministic_layers():
+    # Normalize and certain flips draw no random numbers, so XLA must give the plain map's
+    # batches; 96 examples in batches of 20 keep a last batch of 16 (a second XLA shape).
+    # A Lambda is user code, which "auto" compiles too.
+    x, y = arrays()
+    batches = {}
+    for jit in ("auto", False):
+        chain = [
+            augment.RandomFlip(rate=1.0),
+            keras.layers.Lambda(lambda t: keras.ops.cast(t, "float32")),
+            augment.Normalize(mean=(1, 2, 3), std=(4, 5, 6), scale=1.0),
+        ]
+        pipe = data.input_pipeline(
+            (x, y),
+            batch_size=20,
+            placement="data",
+            augmentation=chain,
+            seed=3,
+            drop_remainder=False,
+            jit_compile=jit,
+        )
+        assert pipe.xla_layers == (chain if jit else [])
+        batches[jit] = collect(pipe.dataset)
+    images, labels = batches["auto"]
+    assert images.shape == (96, 8, 8, 3) and images.dtype == np.float32
+    np.testing.assert_allclose(images, batches[False][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(labels, batches[False][1])
+    # And against NumPy: the traced pixel (0, 0, 0) is now at the right edge, normalised.
+    index = np.rint(images[:, 0, -1, 0] * 4 + 1).astype(int)
+    expected = (x[index][:, :, ::-1] - np.array([1, 2, 3])) / np.array([4, 5, 6])
+    np.testing.assert_allclose(images, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, y[index])
+
+
+def test_xla_map_is_seeded_reproducible_and_keeps_the_augmentation_semantics():
+    x, y = arrays(n=64, size=16)
+    x = np.maximum(x, 1)  # zeros can then only come from Cutout (reflect padding adds none)
+
+    def epoch(seed, jit="auto"):
+        chain = [
+            augment.RandomPadCrop(4, seed=seed),
+            augment.RandomFlip(seed=seed + 1),
+            augment.Cutout(4, seed=seed + 2),
+        ]
+        # One call at a time: parallel batches would race for the layers' seed state.
+        pipe = data.input_pipeline(
+            (x, y),
+            batch_size=16,
+            placement="data",
+            augmentation=chain,
+            seed=0,
+            jit_compile=jit,
+            num_parallel_calls=1,
+        )
+        assert pipe.xla_layers == (chain if jit else [])
+        return collect(pipe.dataset)
+
+    images, labels = epoch(1)
+    np.testing.assert_array_equal(images, epoch(1)[0])
+    assert (images != epoch(5)[0]).any()
+    assert images.shape == (64, 16, 16, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(np.sort(labels), np.sort(y))  # labels are not touched
+    # Cutout(4): a 4x4 square clipped at the borders, so 2x2 to 4x4 pixels, every channel.
+    for result in (images, epoch(1, jit=False)[0]):
+        erased = (result == 0).sum(axis=(1, 2, 3))
+        assert (erased % 3 == 0).all() and erased.min() >= 2 * 2 * 3 and erased.max() <= 48
+        assert (erased == 48).mean() > 0.3
+
+
+def test_layers_xla_cannot_compile_run_without_it_or_raise_when_xla_is_required(caplog):
+    x, y = arrays()
+    flip, mix = augment.RandomFlip(rate=1.0), augment.MixUp(0.4, seed=1)
+    with caplog.at_level("WARNING", logger="keras_tricks.data"):
+        pipe = data.input_pipeline(
+            (x, y), batch_size=16, placement="data", augmentation=[numpy_flip, flip, mix]
+        )
+    # tf.numpy_function has no XLA kernel anywhere, MixUp's Beta sampler none on CPU.
+    assert pipe.xla_layers == [flip]
+    assert "numpy_flip runs in tf.data without XLA" in caplog.text and "PyFunc" in caplog.text
+    assert "MixUp runs in tf.data without XLA" in caplog.text and "Gamma" in caplog.text
+    images, labels = next(iter(pipe.dataset))
+    assert images.shape == (16, 8, 8, 3) and labels.shape == (16, 6)
+    unmixed = data.input_pipeline(
+        (x, y), batch_size=16, placement="data", augmentation=[numpy_flip, flip]
+    )
+    images, _ = next(iter(unmixed.dataset))
+    np.testing.assert_array_equal(images.numpy(), x[images.numpy()[:, 0, 0, 0]])  # flipped twice
+    with pytest.raises(ValueError, match="`jit_compile`"):
+        data.input_pipeline(
+            (x, y), batch_size=16, placement="data", augmentation=[numpy_flip], jit_compile=True
+        )
+
+
+def test_auto_compiles_only_our_layers_and_keras_cv_crop_cannot_be_forced():
+    keras_cv = pytest.importorskip("keras_cv")
+    x, y = arrays()
+    crop = keras_cv.layers.RandomCropAndResize((6, 6), (0.5, 1.0), (0.75, 4 / 3), seed=1)
+    flip, keras_flip = augment.RandomFlip(seed=2), keras.layers.RandomFlip(seed=3)
+    chain = [crop, flip, keras_flip]
+    pipe = data.input_pipeline((x, y), batch_size=16, placement="data", augmentation=chain)
+    assert pipe.xla_layers == [flip]  # "auto" leaves Keras's and keras-cv's layers alone
+    images, labels = next(iter(pipe.dataset))
+    assert images.shape == (16, 6, 6, 3) and labels.shape == (16,)
+    with pytest.raises(ValueError, match="CropAndResize"):
+        data.input_pipeline(
+            (x, y), batch_size=16, placement="data", augmentation=chain, jit_compile=True
+        )
+    forced = data.input_pipeline(
+        (x, y), batch_size=16, placement="data", augmentation=chain[1:], jit_compile=True
+    )
+    assert forced.xla_layers == chain[1:]
+    assert next(iter(forced.dataset))[0].shape == (16, 8, 8, 3)
+
+
 def test_reads_tfrecord_shards_with_manifest_statistics(tmp_path):
     tfrecord_tools = pytest.importorskip("tfrecord_tools")
     x, y = arrays(n=40)
@@ -171,6 +291,8 @@ def test_reads_tfrecord_shards_with_manifest_statistics(tmp_path):
         ({"augmentation": [3]}, "augmentation"),
         ({"num_classes": 1}, "num_classes"),
         ({"cache": 3}, "cache"),
+        ({"jit_compile": "yes"}, "jit_compile"),
+        ({"jit_compile": None}, "jit_compile"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, name):
