@@ -29,9 +29,9 @@ def gcs():
         yield endpoint
 
 
-def _run_python(code, env, cwd):
+def _run_python(code, env, cwd, *args):
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -131,40 +131,45 @@ def test_proxy_refuses_to_tunnel_anything_but_google_storage_hosts(gcs):
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CONVERT_VERIFY_READ = r"""
+# Both scripts below start with this helper: verify `output`, then save what `read_dataset` reads
+# back from it to `result_path` (an .npz of x_/y_ arrays per split); returns whether verify passed.
+_VERIFY_AND_READ_BACK = r"""
 import json, sys
 import numpy as np
 import tfrecord_tools
 
+
+def verify_and_read_back(output, result_path):
+    report = tfrecord_tools.verify(output)
+    arrays = {}
+    for split in ("train", "test"):
+        pairs = list(
+            tfrecord_tools.read_dataset(output, split, deterministic=True).as_numpy_iterator()
+        )
+        arrays["x_" + split] = np.stack([image for image, _ in pairs])
+        arrays["y_" + split] = np.array([label for _, label in pairs])
+    np.savez(result_path, **arrays)
+    return bool(report.ok)
+"""
+
+CONVERT_VERIFY_READ = (
+    _VERIFY_AND_READ_BACK
+    + r"""
 npz, output, result_path = sys.argv[1:4]
 manifest = tfrecord_tools.convert(
     "numpy:" + npz, output, num_shards=3, num_workers=2, name="toy", progress=False
 )
-report = tfrecord_tools.verify(output)
-arrays = {}
-for split in ("train", "test"):
-    pairs = list(tfrecord_tools.read_dataset(output, split, deterministic=True).as_numpy_iterator())
-    arrays["x_" + split] = np.stack([image for image, _ in pairs])
-    arrays["y_" + split] = np.array([label for _, label in pairs])
-np.savez(result_path, **arrays)
-print(json.dumps({"verify_ok": bool(report.ok), "manifest": manifest}))
+print(json.dumps({"verify_ok": verify_and_read_back(output, result_path), "manifest": manifest}))
 """
+)
 
-READ_BACK = r"""
-import json, sys
-import numpy as np
-import tfrecord_tools
-
+READ_BACK = (
+    _VERIFY_AND_READ_BACK
+    + r"""
 output, result_path = sys.argv[1:3]
-report = tfrecord_tools.verify(output)
-arrays = {}
-for split in ("train", "test"):
-    pairs = list(tfrecord_tools.read_dataset(output, split, deterministic=True).as_numpy_iterator())
-    arrays["x_" + split] = np.stack([image for image, _ in pairs])
-    arrays["y_" + split] = np.array([label for _, label in pairs])
-np.savez(result_path, **arrays)
-print(json.dumps({"verify_ok": bool(report.ok)}))
+print(json.dumps({"verify_ok": verify_and_read_back(output, result_path)}))
 """
+)
 
 # The console script `tfrecord-tools` as pip installs it: `main()` reading sys.argv.
 CLI = "import sys; from tfrecord_tools.cli import main; sys.argv[0] = 'tfrecord-tools'; sys.exit(main())"
@@ -224,20 +229,13 @@ def _assert_bucket_holds_exactly_the_manifest_shards(emulator, prefix, manifest)
 def test_convert_verify_read_dataset_on_gs_through_tf_own_client(gcs, tmp_path):
     source = _source_npz(tmp_path / "toy.npz")
     output = f"gs://{BUCKET}/api"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            CONVERT_VERIFY_READ,
-            str(tmp_path / "toy.npz"),
-            output,
-            str(tmp_path / "got.npz"),
-        ],
-        env=_with_repo_on_path(gcs.tf_env()),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
+    proc = _run_python(
+        CONVERT_VERIFY_READ,
+        _with_repo_on_path(gcs.tf_env()),
+        tmp_path,
+        str(tmp_path / "toy.npz"),
+        output,
+        str(tmp_path / "got.npz"),
     )
     _assert_ok(proc)
     result = _last_json_line(proc.stdout)
@@ -262,14 +260,7 @@ def test_cli_convert_and_verify_on_gs_and_verify_names_a_damaged_shard(gcs, tmp_
     env = _with_repo_on_path(gcs.tf_env())
 
     def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-c", CLI, *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=SUBPROCESS_TIMEOUT,
-        )
+        return _run_python(CLI, env, tmp_path, *args)
 
     converted = cli(
         "convert", f"numpy:{tmp_path / 'toy.npz'}", output,
@@ -314,25 +305,13 @@ def test_beam_writes_shards_to_gcs_emulator_that_tf_verifies_and_reads_back(tmp_
     # (fake-gcs-server lacks the batch API that Beam's rename needs); TF reads it through the proxy.
     with GCSEndpoint(buckets=[BUCKET], emulator=GcpStorageEmulator()) as gcs:
         beam_env = _with_repo_on_path({**os.environ, **gcs.emulator.python_client_env()})
-        written = subprocess.run(
-            [sys.executable, "-c", BEAM_CONVERT, str(tmp_path / "toy.npz"), output],
-            env=beam_env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=SUBPROCESS_TIMEOUT,
-        )
+        written = _run_python(BEAM_CONVERT, beam_env, tmp_path, str(tmp_path / "toy.npz"), output)
         _assert_ok(written)
         manifest = json.loads(gcs.emulator.read_object(BUCKET, "beam/manifest.json"))
         _assert_bucket_holds_exactly_the_manifest_shards(gcs.emulator, "beam", manifest)
 
-        read = subprocess.run(
-            [sys.executable, "-c", READ_BACK, output, str(tmp_path / "got.npz")],
-            env=_with_repo_on_path(gcs.tf_env()),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=SUBPROCESS_TIMEOUT,
+        read = _run_python(
+            READ_BACK, _with_repo_on_path(gcs.tf_env()), tmp_path, output, str(tmp_path / "got.npz")
         )
         _assert_ok(read)
         assert _last_json_line(read.stdout)["verify_ok"] is True

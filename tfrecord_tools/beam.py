@@ -154,9 +154,11 @@ class ConversionPlan(writer.ConversionPlan):
         split_sizes: `{split: number of source records}`, in source split order.
         label_names: class names or None.
         description: the source description written to the manifest.
+        existing: the output's manifest as found when planning (None if absent or outdated).
     """
 
     tasks = ()
+    existing = None
 
     @property
     def split_sizes(self):
@@ -227,6 +229,7 @@ def plan_conversion(
             known = old_shards[i] if i < len(old_shards) and old_shards[i]["file"] == file else None
             tasks.append((split_name, i, file, data.payload(indices), fingerprint, known))
     plan.tasks = tasks
+    plan.existing = existing
     return plan
 
 
@@ -310,7 +313,7 @@ def build_pipeline(pipeline, plan):
     Returns:
         The PCollection holding the written manifest (one dict).
     """
-    existing = _read_json(mf.manifest_path(plan.output)) or {}
+    existing = plan.existing or {}
     existing_splits = {
         k: v for k, v in existing.get("splits", {}).items() if k not in plan.split_sizes
     }

@@ -89,7 +89,18 @@ def _check_labels(labels, argument):
     return labels.astype(np.int64)
 
 
-class ArraySplit:
+class _Split:
+    """What both split kinds share: `name`, `kind`, `labels` (int64, one per record)."""
+
+    @property
+    def num_records(self):
+        return len(self.labels)
+
+    def max_label(self):
+        return int(self.labels.max()) if self.labels.size else -1
+
+
+class ArraySplit(_Split):
     """One split held as arrays: `images` (N, H, W[, C]) uint8 (or a list of HWC arrays) and
     `labels` (N,) integers."""
 
@@ -113,13 +124,6 @@ class ArraySplit:
             )
         self.name = name
 
-    @property
-    def num_records(self):
-        return len(self.labels)
-
-    def max_label(self):
-        return int(self.labels.max()) if self.labels.size else -1
-
     def payload(self, indices):
         """Picklable records `indices` (source order numbers) for a worker."""
         if isinstance(self.images, list):
@@ -129,7 +133,7 @@ class ArraySplit:
         return ("array", self.name, np.asarray(indices), images, self.labels[indices])
 
 
-class FileSplit:
+class FileSplit(_Split):
     """One split held as image files and their labels (decoded by the worker)."""
 
     kind = "files"
@@ -143,13 +147,6 @@ class FileSplit:
             )
         self.name = name
         self.root = root
-
-    @property
-    def num_records(self):
-        return len(self.paths)
-
-    def max_label(self):
-        return int(self.labels.max()) if self.labels.size else -1
 
     def payload(self, indices):
         return (
