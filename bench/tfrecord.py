@@ -38,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-FMNIST = "/usr/share/datasets/fashion-mnist"
+from keras_tricks.datasets import FASHION_MNIST_DIR as FMNIST  # noqa: E402
 
 
 def load_fashion_mnist(quick):
