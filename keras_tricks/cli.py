@@ -41,7 +41,7 @@ def small_cnn(num_classes=10):
             keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
             keras.layers.MaxPooling2D(),
             keras.layers.Flatten(),
-            keras.layers.Dense(10),
+            keras.layers.Dense(num_classes),
         ],
         name="fashion_mnist_cnn",
     )
@@ -148,11 +148,17 @@ def run_demo(output, quick=False, data_dir=None, seed=0):
 
     # 1. LR range test (Smith 2017) with the optimizer we will train with.
     model = small_cnn()
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+
+    def compile_sgd(learning_rate):
+        model.compile(
+            optimizer=keras.optimizers.SGD(
+                learning_rate=learning_rate, momentum=0.9, nesterov=True
+            ),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+
+    compile_sgd(0.01)
     n = cfg["finder_images"]
     result = find_lr(
         model,
@@ -182,11 +188,7 @@ def run_demo(output, quick=False, data_dir=None, seed=0):
     steps = cfg["epochs"] * -(-m // batch_size)
     warmup = max(1, steps // 10)
     schedule = Warmup(LinearCosineDecay(suggestion, steps - warmup), warmup_steps=warmup)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    compile_sgd(schedule)
     logger = LearningRateLogger()
     history = model.fit(
         x_train[:m],

@@ -89,8 +89,7 @@ def _check_sweep(min_lr, max_lr, num_steps, mode):
         raise ValueError(
             f"`max_lr` must be greater than `min_lr`={min_lr!r}; received max_lr={max_lr!r}."
         )
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 2:
-        raise ValueError(f"`num_steps` must be an integer >= 2; received num_steps={num_steps!r}.")
+    check_int("num_steps", num_steps, minimum=2)
     if mode not in ("exponential", "linear"):
         raise ValueError(f"`mode` must be 'exponential' or 'linear'; received mode={mode!r}.")
 
@@ -247,10 +246,15 @@ class LRFinderResult:
         return fig
 
 
+def _diverged(i, smoothed, best, threshold):
+    """The divergence rule: step `i`'s smoothed loss is not finite or > threshold x the best so far."""
+    return not math.isfinite(smoothed) or (i > 0 and smoothed > threshold * best)
+
+
 def _divergence_index(smoothed, threshold):
     best = math.inf
     for i, value in enumerate(smoothed):
-        if not math.isfinite(value) or (i > 0 and value > threshold * best):
+        if _diverged(i, value, best, threshold):
             return i
         best = min(best, value)
     return None
@@ -442,9 +446,7 @@ def find_lr(
                 print(
                     f"step {i + 1}/{num_steps}  lr={lr:.3g}  loss={loss:.4g}  smoothed={smoothed:.4g}"
                 )
-            if stop_on_divergence and (
-                not math.isfinite(smoothed) or (i > 0 and smoothed > divergence_threshold * best)
-            ):
+            if stop_on_divergence and _diverged(i, smoothed, best, divergence_threshold):
                 break
             best = min(best, smoothed)
             batch = next(batches, None)

@@ -373,11 +373,11 @@ def mean_loss_to_summed_loss(learning_rate, weight_decay, batch_size):
 
 
 def _check_scaling_args(learning_rate, weight_decay, batch_size):
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
-        raise ValueError(
-            f"`learning_rate` must be a positive number. Received: learning_rate={learning_rate!r}"
-        )
-    if learning_rate <= 0:
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or learning_rate <= 0
+    ):
         raise ValueError(
             f"`learning_rate` must be a positive number. Received: learning_rate={learning_rate!r}"
         )

@@ -18,7 +18,8 @@ import random
 import keras
 from keras import ops
 
-from keras_tricks._checks import check_int, check_number
+from keras_tricks._checks import check_int as _check_int
+from keras_tricks._checks import check_number as _check_number
 
 __all__ = [
     "scale_learning_rate",
@@ -33,8 +34,6 @@ __all__ = [
 ]
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
-_check_number = check_number
-_check_int = check_int
 
 
 def _check_increasing(name, values):

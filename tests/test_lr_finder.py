@@ -124,14 +124,18 @@ def test_smooth_losses_is_bias_corrected_ema():
     np.testing.assert_array_equal(smooth_losses([3.0, 1.0], 0.0), [3.0, 1.0])
 
 
-def test_suggestion_is_steepest_descent_and_divergence_rule_is_ten_percent():
+def _tanh_cliff_result():
     # u = log10(lr) on a grid of 0.05; the loss falls fastest at u = -3 (centre of the tanh)
     # and leaves 4x its minimum (~1) where 1 + 25 (u - 0.5) > 4, i.e. u > 0.62: first grid
     # point 0.65.
     lrs = sweep_learning_rates(1e-6, 10.0, 141)
     u = np.log10(lrs)
     losses = 2 - np.tanh(2 * (u + 3)) + np.where(u > 0.5, 25 * (u - 0.5), 0.0)
-    result = LRFinderResult(lrs, losses, smoothing=0.0)
+    return LRFinderResult(lrs, losses, smoothing=0.0)
+
+
+def test_suggestion_is_steepest_descent_and_divergence_rule_is_ten_percent():
+    result = _tanh_cliff_result()
     assert result.suggestion == pytest.approx(1e-3, rel=1e-9)
     assert result.lr_at_divergence == pytest.approx(10**0.65, rel=1e-9)
     assert result.divergence_suggestion == pytest.approx(10**-0.35, rel=1e-9)
@@ -220,10 +224,7 @@ def test_plot_has_log_lr_axis_and_marks_the_suggestion():
     from matplotlib.figure import Figure
     from PIL import Image
 
-    lrs = sweep_learning_rates(1e-6, 10.0, 141)
-    u = np.log10(lrs)
-    losses = 2 - np.tanh(2 * (u + 3)) + np.where(u > 0.5, 25 * (u - 0.5), 0.0)
-    result = LRFinderResult(lrs, losses, smoothing=0.0)
+    result = _tanh_cliff_result()
     fig = result.plot()
     assert isinstance(fig, Figure)
     (ax,) = fig.axes

@@ -133,37 +133,35 @@ def _stem(x, variant, init):
     return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
 
-def _check_input_shape(input_shape, min_size, arg="input_shape"):
+def _check_input_shape(input_shape, min_size):
     try:
         shape = tuple(input_shape)
     except TypeError:
         shape = None
     if shape is None or len(shape) != 3:
         raise ValueError(
-            f"`{arg}` must be a channels-last (height, width, channels) tuple; "
-            f"received {arg}={input_shape!r}."
+            "`input_shape` must be a channels-last (height, width, channels) tuple; "
+            f"received input_shape={input_shape!r}."
         )
     height, width, channels = shape
     for dim_name, dim in (("height", height), ("width", width)):
         if dim is not None and (not isinstance(dim, int) or dim < min_size):
             raise ValueError(
-                f"`{arg}` {dim_name} must be None or an int >= {min_size} (the network "
-                f"downsamples by {min_size}); received {arg}={input_shape!r}. Shapes are "
+                f"`input_shape` {dim_name} must be None or an int >= {min_size} (the network "
+                f"downsamples by {min_size}); received input_shape={input_shape!r}. Shapes are "
                 "channels-last: (height, width, channels)."
             )
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(
-            f"`{arg}` channels (last entry, channels-last) must be a positive int; "
-            f"received {arg}={input_shape!r}."
+            "`input_shape` channels (last entry, channels-last) must be a positive int; "
+            f"received input_shape={input_shape!r}."
         )
     return shape
 
 
-def _check_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"`num_classes` must be a positive int; received num_classes={num_classes!r}."
-        )
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}.")
 
 
 def resnet_v1(
@@ -229,7 +227,7 @@ def resnet_v1(
         raise ValueError(
             f"`variant` must be one of {list(_VARIANTS)}; received variant={variant!r}."
         )
-    _check_num_classes(num_classes)
+    _check_positive_int("num_classes", num_classes)
     input_shape = _check_input_shape(input_shape, 32)
     if not isinstance(zero_gamma, bool):
         raise ValueError(f"`zero_gamma` must be True or False; received zero_gamma={zero_gamma!r}.")

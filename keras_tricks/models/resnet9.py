@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from keras_tricks.models.resnet import _check_input_shape, _check_num_classes
+from keras_tricks.models.resnet import _check_input_shape, _check_positive_int
 
 _ACTIVATIONS = ("relu", "celu")
 
@@ -122,10 +122,9 @@ def resnet9(
     Returns:
         A `keras.Model` whose outputs are float32 logits.
     """
-    _check_num_classes(num_classes)
+    _check_positive_int("num_classes", num_classes)
     input_shape = _check_input_shape(input_shape, 8)
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"`width` must be a positive int; received width={width!r}.")
+    _check_positive_int("width", width)
     if activation not in _ACTIVATIONS:
         raise ValueError(
             f"`activation` must be one of {list(_ACTIVATIONS)}; received activation={activation!r}."
