@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+from keras_tricks.datasets import FASHION_MNIST_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")
