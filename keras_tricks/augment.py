@@ -100,6 +100,26 @@ def _check_number(name, value, low=None, high=None, low_open=False):
     return value
 
 
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}; received {name}={value!r}.")
+    return int(value)
+
+
+def _check_scale(scale):
+    """`scale` (> 0) as a float, or None: the pixel value of "1.0" is then dtype-dependent."""
+    if scale is None:
+        return None
+    return float(_check_number("scale", scale, 0.0, low_open=True))
+
+
+def _pixel_scale(scale, dtype):
+    """The pixel value of "1.0": `scale`, or 255 for integer dtypes and 1 for floats if None."""
+    if scale is not None:
+        return scale
+    return 255.0 if _is_integer(dtype) else 1.0
+
+
 def _check_range(name, value, low=None):
     if (
         not isinstance(value, (tuple, list))
@@ -197,6 +217,28 @@ def _take_rows(images, index):
     flat_index = ops.reshape(b * images.shape[1] + index, (-1,))
     out = ops.take(ops.reshape(images, (-1,) + rest), flat_index, axis=0)
     return ops.reshape(out, (-1, index.shape[1]) + rest)
+
+
+def _where_in_box(in_rows, in_cols, inside, outside):
+    """Per image, `inside` at pixels (i, j) with `in_rows[b, i] & in_cols[b, j]`, else `outside`.
+
+    `in_rows` is (B, H) and `in_cols` (B, W) booleans; `inside` and `outside` are (B, H, W, C)
+    images or scalars, at least one of them an image.
+    """
+    image = inside if len(inside.shape) == 4 else outside
+    width, channels = image.shape[2], image.shape[3]
+    if width is None or channels is None:
+        mask = in_rows[:, :, None, None] & in_cols[:, None, :, None]
+        return ops.where(mask, inside, outside)
+    # A same-shape select on the (B, H, W * C) view: TF's graph executor is several times
+    # slower on a select that broadcasts a (B, H, W, 1) mask over channels.
+    mask = in_rows[:, :, None] & ops.repeat(in_cols, channels, axis=1)[:, None, :]
+    shape = ops.shape(image)
+    flat_shape = (-1, shape[1], width * channels)
+    inside, outside = (
+        ops.reshape(x, flat_shape) if len(x.shape) == 4 else x for x in (inside, outside)
+    )
+    return ops.reshape(ops.where(mask, inside, outside), shape)
 
 
 class _Augmentation(keras.layers.Layer):
@@ -344,13 +386,11 @@ class RandomPadCrop(_Augmentation):
 
     def __init__(self, padding=4, fill_mode="reflect", fill_value=0.0, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-            raise ValueError(f"`padding` must be an int >= 0; received padding={padding!r}.")
+        self.padding = _check_int("padding", padding, 0)
         if fill_mode not in self._FILL_MODES:
             raise ValueError(
                 f"`fill_mode` must be one of {self._FILL_MODES}; received fill_mode={fill_mode!r}."
             )
-        self.padding = int(padding)
         self.fill_mode = fill_mode
         self.fill_value = float(_check_number("fill_value", fill_value))
 
@@ -385,19 +425,9 @@ class RandomPadCrop(_Augmentation):
             images, self._source_index(rows, height), self._source_index(cols, width)
         )
         if self.fill_mode == "constant":
-            fill = ops.cast(self.fill_value, images.dtype)
             inside_rows = (rows >= 0) & (rows < height)
             inside_cols = (cols >= 0) & (cols < width)
-            channels = images.shape[3]
-            if channels is None:
-                inside = inside_rows[:, :, None, None] & inside_cols[:, None, :, None]
-                return ops.where(inside, out, fill)
-            # A same-shape select on the (B, H, W * C) view: TF's graph executor is several
-            # times slower on a select that broadcasts a (B, H, W, 1) mask over channels.
-            inside_cols = ops.repeat(inside_cols, channels, axis=1)
-            inside = inside_rows[:, :, None] & inside_cols[:, None, :]
-            flat = ops.reshape(out, (-1, height, width * channels))
-            out = ops.reshape(ops.where(inside, flat, fill), ops.shape(out))
+            out = _where_in_box(inside_rows, inside_cols, out, ops.cast(self.fill_value, out.dtype))
         return out
 
     def get_config(self):
@@ -518,9 +548,7 @@ class Cutout(_Augmentation):
 
     def __init__(self, size=8, fill_value=0.0, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"`size` must be an int >= 1; received size={size!r}.")
-        self.size = int(size)
+        self.size = _check_int("size", size, 1)
         self.fill_value = float(_check_number("fill_value", fill_value))
 
     def get_random_transformation(self, shape):
@@ -535,28 +563,22 @@ class Cutout(_Augmentation):
         height, width, channels = images.shape[1], images.shape[2], images.shape[3]
         start = transformation["centres"] - self.size // 2
         rows = ops.arange(ops.shape(images)[1], dtype="int32")[None]
-        keep_rows = (rows < start[:, :1]) | (rows >= start[:, :1] + self.size)
-        if None in (height, width, channels):
-            cols = ops.arange(ops.shape(images)[2], dtype="int32")[None]
+        in_rows = (rows >= start[:, :1]) & (rows < start[:, :1] + self.size)
+        if _is_integer(dtype) and self.fill_value == 0 and None not in (height, width, channels):
+            # Integers erased to 0: a multiply by a 0/1 mask on the (B, H, W * C) view (as in
+            # `_where_in_box`) is the cheapest pass.
+            cols = ops.arange(width * channels, dtype="int32")[None] // channels
             keep_cols = (cols < start[:, 1:]) | (cols >= start[:, 1:] + self.size)
-            keep = keep_rows[:, :, None, None] | keep_cols[:, None, :, None]
-            return ops.where(keep, images, ops.cast(self.fill_value, dtype))
-        # Work on the (B, H, W * C) view with a full-size mask: TF's graph executor is ~2-3x
-        # slower on a select that broadcasts over channels than on same-shape operands.
-        cols = ops.arange(width * channels, dtype="int32")[None] // channels
-        keep_cols = (cols < start[:, 1:]) | (cols >= start[:, 1:] + self.size)
-        flat = ops.reshape(images, (-1, height, width * channels))
-        if _is_integer(dtype) and self.fill_value == 0:
-            # Integers erased to 0: a multiply by a 0/1 mask is the cheapest pass.
             keep = ops.maximum(
-                ops.cast(keep_rows, dtype)[:, :, None], ops.cast(keep_cols, dtype)[:, None, :]
+                ops.cast(ops.logical_not(in_rows), dtype)[:, :, None],
+                ops.cast(keep_cols, dtype)[:, None, :],
             )
-            out = flat * keep
-        else:
-            # A select, not a multiply, so that inf/nan pixels are erased too.
-            keep = keep_rows[:, :, None] | keep_cols[:, None, :]
-            out = ops.where(keep, flat, ops.cast(self.fill_value, dtype))
-        return ops.reshape(out, ops.shape(images))
+            flat = ops.reshape(images, (-1, height, width * channels))
+            return ops.reshape(flat * keep, ops.shape(images))
+        cols = ops.arange(ops.shape(images)[2], dtype="int32")[None]
+        in_cols = (cols >= start[:, 1:]) & (cols < start[:, 1:] + self.size)
+        # A select, not a multiply, so that inf/nan pixels are erased too.
+        return _where_in_box(in_rows, in_cols, ops.cast(self.fill_value, dtype), images)
 
     def get_config(self):
         config = super().get_config()
@@ -633,11 +655,8 @@ class RandomResizedCrop(_Augmentation):
         **kwargs,
     ):
         super().__init__(seed=seed, **kwargs)
-        for name, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1; received {name}={value!r}.")
-        self.height = int(height)
-        self.width = int(width)
+        self.height = _check_int("height", height, 1)
+        self.width = _check_int("width", width, 1)
         self.scale = _check_range("scale", scale, low=0.0)
         self.ratio = _check_range("ratio", ratio, low=0.0)
         if interpolation not in self._INTERPOLATIONS:
@@ -909,9 +928,7 @@ class PCALighting(_Augmentation):
             raise ValueError(f"`eigvec` must be a 3x3 matrix; received eigvec={eigvec!r}.")
         self.eigval = tuple(float(v) for v in eigval)
         self.eigvec = tuple(tuple(float(v) for v in row) for row in eigvec)
-        if scale is not None:
-            _check_number("scale", scale, 0.0, low_open=True)
-        self.scale = None if scale is None else float(scale)
+        self.scale = _check_scale(scale)
 
     def get_random_transformation(self, shape):
         """Per-image `alpha` `(B, 3)`, normal with standard deviation `alphastd`."""
@@ -921,9 +938,7 @@ class PCALighting(_Augmentation):
     def transform(self, images, transformation):
         dtype = images.dtype
         work = _float_dtype(dtype)
-        scale = self.scale
-        if scale is None:
-            scale = 255.0 if _is_integer(dtype) else 1.0
+        scale = _pixel_scale(self.scale, dtype)
         weighted = transformation["alpha"] * ops.convert_to_tensor(self.eigval, "float32")[None]
         rgb = ops.matmul(weighted, ops.transpose(ops.convert_to_tensor(self.eigvec, "float32")))
         noise = ops.cast(rgb * scale, work)
@@ -978,16 +993,12 @@ class Normalize(_Augmentation):
             raise ValueError(f"`mean` must be finite numbers; received mean={mean!r}.")
         if not all(v > 0 for v in self.std):
             raise ValueError(f"`std` must be > 0; received std={std!r}.")
-        if scale is not None:
-            _check_number("scale", scale, 0.0, low_open=True)
-        self.scale = None if scale is None else float(scale)
+        self.scale = _check_scale(scale)
 
     def _augment(self, images, labels):
         dtype = images.dtype
         work = _float_dtype(dtype)
-        scale = self.scale
-        if scale is None:
-            scale = 255.0 if _is_integer(dtype) else 1.0
+        scale = _pixel_scale(self.scale, dtype)
         channels, width = images.shape[-1], images.shape[-2]
         mean = np.asarray(self.mean, "float32")
         inv_std = 1.0 / np.asarray(self.std, "float32")
@@ -1021,6 +1032,9 @@ class Normalize(_Augmentation):
 
 class _LabelMixing(_Augmentation):
     """Shared label handling for MixUp/CutMix: one partner per image from a random permutation."""
+
+    #: The transformation entry `(B,)` that weighs each image's own label against its partner's.
+    _label_weight = "lam"
 
     def __init__(self, alpha=1.0, num_classes=None, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
@@ -1063,6 +1077,12 @@ class _LabelMixing(_Augmentation):
             return None
         weight = ops.cast(weight, labels.dtype)[:, None]
         return weight * labels + (1.0 - weight) * ops.take(labels, partner, axis=0)
+
+    def _augment(self, images, labels):
+        labels = self._prepare_labels(labels)
+        t = self.get_random_transformation(ops.shape(images))
+        weight, partner = t[self._label_weight], t["partner"]
+        return self.transform(images, t), self._mix_labels(labels, weight, partner)
 
     def _output_label_spec(self, labels):
         if _is_integer(labels.dtype):
@@ -1123,11 +1143,6 @@ class MixUp(_LabelMixing):
         mixed = lam * x + (1.0 - lam) * ops.take(x, transformation["partner"], axis=0)
         return _restore_dtype(mixed, dtype)
 
-    def _augment(self, images, labels):
-        labels = self._prepare_labels(labels)
-        t = self.get_random_transformation(ops.shape(images))
-        return self.transform(images, t), self._mix_labels(labels, t["lam"], t["partner"])
-
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class CutMix(_LabelMixing):
@@ -1164,6 +1179,8 @@ class CutMix(_LabelMixing):
     ```
     """
 
+    _label_weight = "weight"  # the pasted fraction, not `lam`: the box is clipped at borders
+
     def get_random_transformation(self, shape):
         """Per-image boxes `(B, 4)` int32 (y0, x0, y1, x1), `partner`, `weight` and `lam` `(B,)`."""
         batch, height, width = shape[0], shape[1], shape[2]
@@ -1189,25 +1206,9 @@ class CutMix(_LabelMixing):
 
     def transform(self, images, transformation):
         boxes = transformation["boxes"]
-        height, width, channels = images.shape[1], images.shape[2], images.shape[3]
         partners = ops.take(images, transformation["partner"], axis=0)
-        rows = ops.arange(height, dtype="int32")[None]
+        rows = ops.arange(images.shape[1], dtype="int32")[None]
+        cols = ops.arange(images.shape[2], dtype="int32")[None]
         in_rows = (rows >= boxes[:, 0:1]) & (rows < boxes[:, 2:3])
-        if channels is None:
-            cols = ops.arange(width, dtype="int32")[None]
-            in_cols = (cols >= boxes[:, 1:2]) & (cols < boxes[:, 3:4])
-            mask = in_rows[:, :, None, None] & in_cols[:, None, :, None]
-            return ops.where(mask, partners, images)
-        # A same-shape select on the (B, H, W * C) view: TF's graph executor is several times
-        # slower on a select that broadcasts a (B, H, W, 1) mask over channels.
-        cols = ops.arange(width * channels, dtype="int32")[None] // channels
         in_cols = (cols >= boxes[:, 1:2]) & (cols < boxes[:, 3:4])
-        mask = in_rows[:, :, None] & in_cols[:, None, :]
-        flat_shape = (-1, height, width * channels)
-        out = ops.where(mask, ops.reshape(partners, flat_shape), ops.reshape(images, flat_shape))
-        return ops.reshape(out, ops.shape(images))
-
-    def _augment(self, images, labels):
-        labels = self._prepare_labels(labels)
-        t = self.get_random_transformation(ops.shape(images))
-        return self.transform(images, t), self._mix_labels(labels, t["weight"], t["partner"])
+        return _where_in_box(in_rows, in_cols, partners, images)

@@ -344,8 +344,9 @@ def input_pipeline(
             runs those XLA rejects without it with a logged warning (e.g. MixUp/CutMix, whose
             Beta sampler has no XLA kernel on CPU), and never tries Keras's other layers or
             keras-cv's (slower under XLA, or not compilable). True compiles every layer
-            (ValueError if XLA cannot); False never uses XLA. XLA draws other random numbers than TF's kernels from the same
-            seeds, so results are reproducible for a given setting, not across settings.
+            (ValueError if XLA cannot); False never uses XLA. XLA draws other random numbers
+            than TF's kernels from the same seeds, so results are reproducible for a given
+            setting, not across settings.
 
     Returns:
         `InputPipeline` with `.dataset`, `.augmentation`, `.attach(model)`, `.steps_per_epoch`,

@@ -1,9 +1,6 @@
 """Tests for keras_tricks.augment: semantics against NumPy/TF/torchvision references, statistics."""
 
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -606,7 +603,7 @@ def test_reflect_padding_larger_than_image_raises():
 
 
 @pytest.mark.slow
-def test_layers_train_inside_a_compiled_model_on_the_jax_backend(tmp_path):
+def test_layers_train_inside_a_compiled_model_on_the_jax_backend(run_python):
     script = textwrap.dedent(
         """
         import numpy as np, keras
@@ -637,14 +634,7 @@ def test_layers_train_inside_a_compiled_model_on_the_jax_backend(tmp_path):
         print("OK")
         """
     )
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "OK" in result.stdout
+    assert "OK" in run_python(script, backend="jax")
 
 
 # ---------------------------------------------------------------------------------------------
