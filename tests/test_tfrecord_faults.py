@@ -21,6 +21,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "faults.md")
@@ -114,6 +115,114 @@ def test_verify_names_a_damaged_shard_and_exits_1(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "FAILED" in err and f"{files[1]}: sha256" in err
     assert all(f"{f}:" not in err for f in files if f != files[1])
+
+
+def _records(path, compression=None):
+    import tensorflow as tf
+
+    return [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=compression or "")]
+
+
+def _rewrite(path, records, compression=None):
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type=compression)) as w:
+        for record in records:
+            w.write(record)
+
+
+def damage(path, how, compression=None):
+    """Damage shard `path` in place; returns its record count afterwards.
+
+    "truncated": the last record cut off at its boundary; "emptied": 0 bytes; "appended": a
+    valid copy of its first record added at the end. TensorFlow's own TFRecordWriter frames the
+    records, so every remaining record is well-formed and CRC-correct.
+    """
+    records = _records(path, compression)
+    if how == "emptied":
+        with open(path, "wb"):
+            pass
+        return 0
+    records = records[:-1] if how == "truncated" else records + records[:1]
+    assert how in ("truncated", "appended"), how
+    _rewrite(path, records, compression)
+    return len(records)
+
+
+def _read_all(out, **kwargs):
+    import tfrecord_tools
+
+    return sum(1 for _ in tfrecord_tools.read_dataset(out, "train", **kwargs))
+
+
+@fault(
+    "Shard truncated at a record boundary, emptied to 0 bytes, or with a valid record appended "
+    "(every record still CRC-correct), then read",
+    "`read_dataset` (and `keras_tricks.data.input_pipeline`) stats every shard before reading "
+    "and refuses any shard whose size differs from manifest.json",
+    "`ShardMismatchError` before any record is read, naming every bad shard with its size and "
+    "the manifest's, and pointing to `tfrecord-tools verify` and `verify=False`",
+    "Everything; nothing is modified",
+)
+@pytest.mark.parametrize("how", ["truncated", "emptied", "appended"])
+def test_read_dataset_refuses_a_shard_of_the_wrong_size_before_reading(tmp_path, how):
+    import tfrecord_tools
+    from tfrecord_tools.reader import ShardMismatchError
+
+    out, files, _, _ = _small_dataset(tmp_path)
+    path = os.path.join(out, files[2])
+    expected = os.path.getsize(path)
+    damage(path, how)
+    with pytest.raises(ShardMismatchError) as info:
+        tfrecord_tools.read_dataset(out, "train")
+    message = str(info.value)
+    assert f"{files[2]}: {os.path.getsize(path)} bytes, manifest.json says {expected}" in message
+    assert all(f not in message for f in files if f != files[2])
+    assert info.value.problems == [
+        (files[2], f"{os.path.getsize(path)} bytes, manifest.json says {expected}")
+    ]
+
+
+@fault(
+    "Shard truncated, emptied or appended to after the dataset was built (long-lived pipeline, "
+    "repeated epochs), or with the size check off (`verify=\"count\"`)",
+    "Each shard is read as its own pipeline inside the parallel interleave, counting its records "
+    "(one `scan` step per block of 256) and checking the total at its end against manifest.json",
+    "The iteration stops with `InvalidArgumentError`: `shard <path> holds 9 records, "
+    "manifest.json says 10` (or `holds more records than manifest.json says: at least 11`)",
+    "Everything; records already yielded were correct records of the shards",
+)
+@pytest.mark.parametrize("how", ["truncated", "emptied", "appended"])
+def test_read_dataset_fails_naming_the_shard_and_counts_when_a_shard_changes(tmp_path, how):
+    import tensorflow as tf
+
+    import tfrecord_tools
+
+    out, files, _, _ = _small_dataset(tmp_path)
+    manifest = tfrecord_tools.read_manifest(out)
+    expected = manifest["splits"]["train"]["shards"][1]["num_records"]
+    ds = tfrecord_tools.read_dataset(out, "train")  # sizes are right at this point
+    found = damage(os.path.join(out, files[1]), how)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in ds:
+            pass
+    message = info.value.message
+    if how == "appended":  # fails as soon as the count passes the manifest's
+        assert f"{files[1]} holds more records than manifest.json says: at least {found}" in message
+    else:
+        assert f"{files[1]} holds {found} records, manifest.json says {expected}" in message
+
+
+@fault(
+    "A user who changed shards on purpose reads them anyway",
+    "`read_dataset(..., verify=False)` checks nothing; `verify=\"size\"` or `\"count\"` keeps one check",
+    "The records as they are on disk",
+    "Everything",
+)
+def test_read_dataset_verify_false_reads_the_files_as_they_are(tmp_path):
+    out, files, _, _ = _small_dataset(tmp_path)
+    found = damage(os.path.join(out, files[0]), "truncated")
+    assert _read_all(out, verify=False) == 40 - 10 + found
 
 
 elsewhere(

@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 import tfrecord_tools
+import tfrecord_tools.reader
 from tfrecord_tools.reader import shard_files
 
 
@@ -178,3 +179,63 @@ def test_images_of_different_sizes_read_one_by_one_and_refuse_batching(tmp_path)
         np.testing.assert_array_equal(image.numpy(), images[_index(name.numpy())])
     with pytest.raises(ValueError, match="batch_size=4 needs images of one size"):
         tfrecord_tools.read_dataset(out, "train", batch_size=4)
+
+
+# --- the integrity check against the manifest (verify=) --------------------------------------
+
+
+def _drop_last_record(path, compression=None):
+    # TensorFlow's own reader and writer: the shard keeps every other record, CRC-correct.
+    options = tf.io.TFRecordOptions(compression_type=compression)
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path, compression or "")]
+    with tf.io.TFRecordWriter(path, options) as w:
+        for record in records[:-1]:
+            w.write(record)
+    return len(records) - 1
+
+
+@pytest.mark.parametrize("image_format, compression", [("png", "GZIP"), ("raw", None)])
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_count_check_names_the_shard_on_every_read_path(
+    tmp_path, image_format, compression, batch_size
+):
+    out, _, _ = _write(tmp_path, image_format, compression, num_shards=3)
+    shards = tfrecord_tools.read_manifest(out)["splits"]["train"]["shards"]
+    found = _drop_last_record(shard_files(out, "train")[2], compression)
+    ds = tfrecord_tools.read_dataset(out, "train", verify="count", batch_size=batch_size)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in ds:
+            pass
+    expected = shards[2]["num_records"]
+    assert f"{shards[2]['file']} holds {found} records, manifest.json says {expected}" in str(
+        info.value
+    )
+
+
+def test_count_check_keeps_the_records_and_order_of_an_unchecked_read(tmp_path):
+    out, _, _ = _write(tmp_path, "png", num_shards=5)
+
+    def names(verify):
+        ds = tfrecord_tools.read_dataset(
+            out, "train", deterministic=True, with_filename=True, verify=verify
+        )
+        return [f.numpy() for _, _, f in ds]
+
+    assert names("all") == names(False) and len(names("all")) == 57
+
+
+def test_missing_shard_is_named_before_reading(tmp_path):
+    out, _, _ = _write(tmp_path, "raw", num_shards=3)
+    missing = shard_files(out, "train")[1]
+    tf.io.gfile.remove(missing)
+    with pytest.raises(tfrecord_tools.reader.ShardMismatchError, match="missing"):
+        tfrecord_tools.read_dataset(out, "train")
+    # "count" alone does not stat: the read itself then fails on the missing file.
+    with pytest.raises(tf.errors.NotFoundError):
+        list(tfrecord_tools.read_dataset(out, "train", verify="count"))
+
+
+def test_bad_verify_value_is_a_value_error(tmp_path):
+    out, _, _ = _write(tmp_path, "raw")
+    with pytest.raises(ValueError, match="verify must be one of \\('all', 'size', 'count'"):
+        tfrecord_tools.read_dataset(out, "train", verify="sha256")
