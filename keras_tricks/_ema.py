@@ -14,6 +14,24 @@ def _is_float(variable):
     return "float" in str(variable.dtype)
 
 
+def ema_variables(model: keras.Model, include_non_trainable: bool = True) -> list:
+    """The variables an EMA of `model` averages: the trainable ones, plus (optionally) the
+    non-trainable float ones such as BatchNorm's moving mean and variance, in `model.weights`
+    order. Integer state (seed generators, counters) is never averaged."""
+    if include_non_trainable:
+        return [v for v in model.weights if v.trainable or _is_float(v)]
+    return list(model.trainable_weights)
+
+
+def ema_values(decay, averages: list, values: list) -> list:
+    """One EMA step, pure: `average + (1 - decay) * (value - average)` for each pair."""
+    out = []
+    for average, value in zip(averages, values):
+        d = ops.cast(decay, average.dtype)
+        out.append(ops.add(average, ops.multiply(1.0 - d, ops.subtract(value, average))))
+    return out
+
+
 class ExponentialMovingAverage(keras.callbacks.Callback):
     """Keep an exponential moving average (EMA) of the weights; evaluate and checkpoint with it.
 
@@ -144,9 +162,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         return self._sources
 
     def _select(self, model):
-        if self.include_non_trainable:
-            return [v for v in model.weights if v.trainable or _is_float(v)]
-        return list(model.trainable_weights)
+        return ema_variables(model, self.include_non_trainable)
 
     def _ensure_built(self, model):
         if self._averages is not None and self._owner is model:
@@ -168,13 +184,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         return self.decay
 
     # ----------------------------------------------------------------- update
-    @staticmethod
-    def _averaged_values(decay, averages, values):
-        out = []
-        for average, value in zip(averages, values):
-            d = ops.cast(decay, average.dtype)
-            out.append(ops.add(average, ops.multiply(1.0 - d, ops.subtract(value, average))))
-        return out
+    _averaged_values = staticmethod(ema_values)
 
     def _make_update_fn(self):
         averages, sources = self._averages, self._sources
