@@ -49,12 +49,12 @@ import dataclasses
 import logging
 import os
 import re
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_tricks import augment as _augment
 from keras_tricks._checks import check_int as _check_int
 
 __all__ = ["input_pipeline", "InputPipeline", "changes_labels"]
@@ -67,10 +67,15 @@ _logger = logging.getLogger(__name__)
 _LABEL_MIXING_NAMES = {"MixUp", "CutMix", "FourierMix", "Mosaic"}
 
 
-def changes_labels(layer):
-    """Whether `layer` mixes labels (MixUp/CutMix of keras_tricks, Keras or keras-cv)."""
-    if isinstance(layer, _augment._LabelMixing):
-        return True
+def changes_labels(layer: Any) -> bool:
+    """Whether `layer` mixes labels (MixUp/CutMix of keras_tricks, Keras or keras-cv).
+
+    A layer's own `mixes_labels` attribute decides when it has one (every `keras_tricks.augment`
+    layer does; set it on your own layers); other layers are recognised by class name.
+    """
+    marker = getattr(layer, "mixes_labels", None)
+    if isinstance(marker, bool):
+        return marker
     return type(layer).__name__ in _LABEL_MIXING_NAMES
 
 

@@ -88,6 +88,25 @@ def test_pad_crop_equals_numpy_pad_then_crop_at_each_images_offset(fill_mode):
     assert len({tuple(o) for o in offsets}) > 1
 
 
+@pytest.mark.parametrize("fill_mode", ["symmetric", "edge", "constant"])
+@pytest.mark.parametrize("padding", [5, 9, 13])
+def test_pad_crop_with_padding_larger_than_the_image_equals_numpy_pad(fill_mode, padding):
+    # Padding beyond the image: np.pad extends symmetric padding periodically (period 2 * size)
+    # and the constant/edge fills flatly; every source index must stay inside its own image
+    # (the flat gather would otherwise read a neighbouring image's pixels).
+    rng = np.random.default_rng(1)
+    x = rng.integers(1, 256, size=(12, 4, 3, 2)).astype("uint8")
+    kwargs = {"padding": padding, "fill_mode": fill_mode, "fill_value": 0, "seed": 5}
+    offsets = np_(twin_transformation(augment.RandomPadCrop, x.shape, **kwargs)["offsets"])
+    y = np_(augment.RandomPadCrop(**kwargs)(x, training=True))
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    padded = np.pad(
+        x, pad, mode=fill_mode, **({"constant_values": 0} if fill_mode == "constant" else {})
+    )
+    for b, (dy, dx) in enumerate(offsets):
+        np.testing.assert_array_equal(y[b], padded[b, dy : dy + 4, dx : dx + 3])
+
+
 def test_pad_crop_offsets_are_uniform_over_zero_to_two_padding():
     p, n = 4, 20000
     offsets = np_(
@@ -595,6 +614,69 @@ def test_model_save_and_load_round_trip(tmp_path):
 def test_bad_arguments_raise_value_error_naming_the_argument(make, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         make()
+
+
+def test_bad_argument_message_has_keras_style_with_the_received_value():
+    with pytest.raises(ValueError) as error:
+        augment.RandomPadCrop(padding=-1)
+    assert str(error.value) == "`padding` must be an integer >= 0. Received: padding=-1"
+    # bool is not a number here, NaN is never one.
+    with pytest.raises(ValueError, match="Received: rate=True"):
+        augment.RandomFlip(rate=True)
+    with pytest.raises(ValueError, match="Received: fill_value=nan"):
+        augment.Cutout(fill_value=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "make, wrong, right",
+    [
+        (lambda: augment.RandomPadCrop(mode="constant"), "mode", "fill_mode"),
+        (lambda: augment.Cutout(sise=4), "sise", "size"),
+        (lambda: augment.MixUp(alhpa=0.2), "alhpa", "alpha"),
+        (lambda: augment.Normalize(means=(0.5,)), "means", "mean"),
+    ],
+)
+def test_wrong_keyword_names_the_closest_right_one(make, wrong, right):
+    with pytest.raises(ValueError, match=f"`{wrong}` \\(did you mean `{right}`\\?\\)"):
+        make()
+
+
+def test_only_label_mixing_layers_carry_the_public_marker():
+    marked = {type(layer).__name__ for layer in all_layers() if layer.mixes_labels}
+    assert marked == {"MixUp", "CutMix"}
+    assert augment.Normalize().mixes_labels is False
+
+
+def test_normalize_has_no_seed_and_loads_configs_that_had_one():
+    layer = augment.Normalize(mean=(0.5,), std=(0.25,))
+    assert not hasattr(layer, "seed_generator") and "seed" not in layer.get_config()
+    old_config = dict(layer.get_config(), seed=3)  # accepted (and ignored) since 0.1.0
+    restored = augment.Normalize.from_config(old_config)
+    assert restored.get_config() == layer.get_config()
+
+
+def test_every_public_name_is_importable_from_the_package_and_its_family_module():
+    from keras_tricks.augment import color, erasing, geometric, mixing
+
+    families = {
+        geometric: ["RandomPadCrop", "RandomFlip", "RandomResizedCrop"],
+        erasing: ["Cutout"],
+        color: [
+            "ColorJitter",
+            "PCALighting",
+            "Normalize",
+            "IMAGENET_MEAN",
+            "IMAGENET_STD",
+            "IMAGENET_EIGVAL",
+            "IMAGENET_EIGVEC",
+        ],
+        mixing: ["MixUp", "CutMix"],
+    }
+    names = [name for members in families.values() for name in members]
+    assert sorted(names) == sorted(augment.__all__)
+    for module, members in families.items():
+        for name in members:
+            assert getattr(augment, name) is getattr(module, name)
 
 
 def test_reflect_padding_larger_than_image_raises():
