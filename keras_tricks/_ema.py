@@ -1,13 +1,15 @@
 """Exponential moving average of all model weights, BatchNorm statistics included, as a callback."""
 
 import contextlib
+import io
 import os
+import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-_STATE_FILE = "ema_state.npz"
+_STATE_PREFIX = "ema_state"  # ema_state.npz and ema_state.prev.npz, tagged with their step
 
 
 def _is_float(variable):
@@ -89,9 +91,16 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         filepath: Optional path to save the averaged model at the end of every epoch;
             `.keras` (whole model, `model.save`) or `.weights.h5` (`save_weights`); may contain
             `{epoch}` and log names like `ModelCheckpoint`.
-        backup_dir: Optional directory (use the same as `keras.callbacks.BackupAndRestore`) where
-            the EMA state is written whenever `save_freq` says, and restored from when `fit`
-            begins, so an interrupted and resumed run gets the same averages.
+        backup_dir: Optional directory, local or `gs://` (use the same as
+            `keras.callbacks.BackupAndRestore`), where the EMA state is written whenever
+            `save_freq` says, and restored from when `fit` begins, so an interrupted and resumed
+            run gets the same averages. Each state records the `optimizer.iterations` it was
+            saved at and the previous one is kept (`ema_state.npz`, `ema_state.prev.npz`); on
+            restore the state of the restored `optimizer.iterations` is loaded. List this callback *before*
+            `BackupAndRestore`: its state is then always saved before the weights, so a kill
+            between the two saves leaves the previous state, matching the previous weights. (In
+            the other order such a kill leaves no state for the restored step: a warning says so
+            and the average restarts from the restored weights.)
         save_freq: `"epoch"` or an integer number of batches, for `backup_dir`.
         delete_backup: Delete the state file when `fit` completes (as `BackupAndRestore` does).
         compiled: Run the update as one compiled function (see above); `False` runs it eagerly.
@@ -149,6 +158,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         self._swapped = False
         self._last_batch = -1
         self._batches_since_backup = 0
+        self._restore_pending = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -257,37 +267,65 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             source.assign(average)
 
     # ----------------------------------------------------------------- backup
-    def _state_path(self):
-        return os.path.join(self.backup_dir, _STATE_FILE)
+    def _current_iterations(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None or not getattr(optimizer, "built", True):
+            return self.steps
+        return int(ops.convert_to_numpy(optimizer.iterations))
 
     def _save_state(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        arrays = {f"average_{i}": ops.convert_to_numpy(a) for i, a in enumerate(self._averages)}
-        tmp = self._state_path() + ".tmp.npz"
-        np.savez(tmp, steps=self.steps, num_updates=self.num_updates, **arrays)
-        os.replace(tmp, self._state_path())  # never leave a half-written state behind
+        iterations = self._current_iterations()
+        arrays = [ops.convert_to_numpy(a) for a in self._averages]
+        extra = {"steps": self.steps, "num_updates": self.num_updates}
+        save_step_state(self.backup_dir, _STATE_PREFIX, iterations, arrays, extra=extra)
 
-    def _load_state(self):
-        with np.load(self._state_path()) as state:
-            n = len([k for k in state.files if k.startswith("average_")])
-            if n != len(self._averages):
+    def _restore_state(self):
+        """Load the state saved at the restored `optimizer.iterations`; recover if there is none.
+
+        Called at the first `on_epoch_begin`, after every callback's `on_train_begin` (so after
+        `BackupAndRestore` restored the weights and the optimizer, whatever the callback order).
+        """
+        iterations = self._current_iterations()
+        saved = saved_steps(self.backup_dir, _STATE_PREFIX)
+        if not saved:
+            return
+        state = load_step_state(self.backup_dir, _STATE_PREFIX, iterations, with_extra=True)
+        if state is not None:
+            arrays, extra = state
+            if len(arrays) != len(self._averages):
                 raise ValueError(
-                    f"EMA state in {self._state_path()} has {n} variables but the model has "
-                    f"{len(self._averages)}; was it written by another model?"
+                    f"The EMA state in {self.backup_dir} has {len(arrays)} variables but the "
+                    f"model has {len(self._averages)}; was it written by another model?"
                 )
-            for i, average in enumerate(self._averages):
-                average.assign(state[f"average_{i}"])
-            self.steps = int(state["steps"])
-            self.num_updates = int(state["num_updates"])
+            for average, value in zip(self._averages, arrays):
+                average.assign(value)
+            self.steps = int(extra["steps"])
+            self.num_updates = int(extra["num_updates"])
+            return
+        # No state at the restored step: the run was killed after the weights were saved and
+        # before this callback saved (it was listed after BackupAndRestore). Averages of another
+        # step would not match the weights; restart the average from the restored weights.
+        warnings.warn(
+            f"No EMA state for step {iterations} in {self.backup_dir} (saved: {saved}); "
+            "the average restarts from the restored weights. List ExponentialMovingAverage "
+            "before BackupAndRestore so its state is always saved first.",
+            stacklevel=2,
+        )
+        for average, source in zip(self._averages, self._sources):
+            average.assign(ops.convert_to_numpy(source))
+        self.steps = iterations
+        self.num_updates = iterations // self.every_n_steps
 
     # -------------------------------------------------------------- callbacks
     def on_train_begin(self, logs=None):
         self._ensure_built(self.model)
-        if self.backup_dir is not None and os.path.exists(self._state_path()):
-            self._load_state()
+        self._restore_pending = self.backup_dir is not None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._last_batch = -1
+        if getattr(self, "_restore_pending", False):
+            self._restore_pending = False
+            self._restore_state()
 
     def on_train_batch_end(self, batch, logs=None):
         # With steps_per_execution > 1 Keras reports only the last batch of each execution.
@@ -318,8 +356,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.backup_dir is not None and self.delete_backup:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(self._state_path())
+            delete_step_states(self.backup_dir, _STATE_PREFIX)
 
     def on_test_begin(self, logs=None):
         if self._averages is not None and self._owner is self.model and not self._swapped:
@@ -331,3 +368,137 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     on_predict_begin = on_test_begin
     on_predict_end = on_test_end
+
+
+# ------------------------------------------- step-tagged state files, local or gs:// (atomic)
+# A checkpoint made of several files (Keras's weights file, the EMA state, augmentation random
+# state) cannot be written atomically as a whole; a kill between two of the writes would mix
+# steps. So each side state records the optimizer step it belongs to, and the previous one is
+# kept beside it (`{prefix}.npz`, `{prefix}.prev.npz`): whichever step the weights file holds
+# after a kill, its side state is still on disk, provided side states are written before the
+# weights (see `ExponentialMovingAverage`'s `backup_dir` and `keras_tricks.recipes.ResumableBackup`).
+
+
+def _is_remote(path):
+    return "://" in str(path)
+
+
+def _gfile(path):
+    try:
+        import tensorflow as tf
+    except ImportError as error:  # pragma: no cover - TF is installed wherever tests run
+        raise ValueError(
+            f"Writing to {path!r} needs TensorFlow's file system (tf.io.gfile); install "
+            "tensorflow or use a local directory."
+        ) from error
+    return tf.io.gfile
+
+
+def write_file_atomic(path, data):
+    """Write `data` (bytes) to `path` so a reader sees the old or the new file, never a part.
+
+    Locally a temporary file then `os.replace`; on `gs://` one object upload, which GCS makes
+    visible only when complete.
+    """
+    path = os.fspath(path)
+    if _is_remote(path):
+        with _gfile(path).GFile(path, "wb") as f:
+            f.write(data)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _join(directory, name):
+    if _is_remote(directory):
+        return f"{directory.rstrip('/')}/{name}"
+    return os.path.join(directory, name)
+
+
+def _exists(path):
+    return _gfile(path).exists(path) if _is_remote(path) else os.path.exists(path)
+
+
+def _read(path):
+    if _is_remote(path):
+        with _gfile(path).GFile(path, "rb") as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _state_files(directory, prefix):
+    return _join(directory, f"{prefix}.npz"), _join(directory, f"{prefix}.prev.npz")
+
+
+def _read_state(path):
+    with np.load(io.BytesIO(_read(path))) as state:
+        arrays = [state[f"array_{i}"] for i in range(int(state["num_arrays"]))]
+        extra = {k[len("extra_") :]: state[k].item() for k in state.files if k.startswith("extra_")}
+        return int(state["step"]), arrays, extra
+
+
+def save_step_state(directory, prefix, step, arrays, extra=None):
+    """Save `arrays` for optimizer step `step` as `directory/{prefix}.npz`, keeping the previous.
+
+    The previous file becomes `{prefix}.prev.npz` (a rename), then the new one is written
+    atomically; a kill at any point leaves the state of this step or of the one before.
+
+    Args:
+        directory: local or `gs://` directory (created if needed).
+        prefix: file name, one per kind of state.
+        step: the optimizer step the state belongs to.
+        arrays: list of NumPy arrays.
+        extra: optional dict of scalars stored with them.
+    """
+    directory = os.fspath(directory)
+    current, previous = _state_files(directory, prefix)
+    if _is_remote(directory):
+        gfile = _gfile(directory)
+        gfile.makedirs(directory)
+        if gfile.exists(current):
+            gfile.rename(current, previous, overwrite=True)
+    else:
+        os.makedirs(directory, exist_ok=True)
+        if os.path.exists(current):
+            os.replace(current, previous)
+    buffer = io.BytesIO()
+    named = {f"array_{i}": a for i, a in enumerate(arrays)}
+    named.update({f"extra_{k}": np.asarray(v) for k, v in (extra or {}).items()})
+    np.savez(buffer, step=int(step), num_arrays=len(arrays), **named)
+    write_file_atomic(current, buffer.getvalue())
+
+
+def saved_steps(directory, prefix):
+    """The steps whose state `save_step_state` left in `directory`, newest first."""
+    return [
+        _read_state(path)[0]
+        for path in _state_files(os.fspath(directory), prefix)
+        if _exists(path)
+    ]
+
+
+def load_step_state(directory, prefix, step, with_extra=False):
+    """The arrays `save_step_state` saved at `step` (and its `extra` dict), or None if neither
+    the current nor the previous file is of that step."""
+    for path in _state_files(os.fspath(directory), prefix):
+        if _exists(path):
+            saved_step, arrays, extra = _read_state(path)
+            if saved_step == int(step):
+                return (arrays, extra) if with_extra else arrays
+    return None
+
+
+def delete_step_states(directory, prefix):
+    """Remove the state files `save_step_state` wrote under `prefix`."""
+    for path in _state_files(os.fspath(directory), prefix):
+        # Best effort (a missing file is fine); tf.errors.NotFoundError is not an OSError.
+        with contextlib.suppress(Exception):
+            if _is_remote(path):
+                _gfile(path).remove(path)
+            else:
+                os.remove(path)

@@ -1,0 +1,628 @@
+"""The object every recipe returns: everything a training run needs, with `.fit()`.
+
+Design note (for the authors of recipes; `cifar10.py` and `imagenet.py` are worked examples):
+
+- A recipe function (`cifar10_fast(**overrides)`) starts from one table of defaults, each a
+  `Hyperparameter(value, source)`, the source being the paper/post/code the value comes from.
+  `resolve_hyperparameters(defaults, overrides)` applies keyword overrides (unknown names raise
+  with a close-match hint), and when `batch_size` is overridden but the learning rate is not,
+  rescales every name in `scaled` by the linear rule
+  (`keras_tricks.schedules.scale_learning_rate(lr, new_batch, base_batch)`), recording it in the
+  source. Build everything else from the resolved `Hyperparameters` (`hp["batch_size"]`).
+- Training data goes through `training_stream(...)`: the same read -> preprocess -> cache ->
+  shuffle -> batch -> [label mixing] -> prefetch chain as `keras_tricks.data.input_pipeline`,
+  but the shuffle of epoch `e` is seeded with `(seed, e)` instead of by how many times the
+  dataset was iterated, so a run restarted at epoch `e` sees the same batches as one that never
+  stopped. Evaluation data goes through `keras_tricks.data.input_pipeline(training=False)`.
+  Random augmentation runs inside the model (`augmentation=` of `Recipe`), where its
+  `SeedGenerator` state is checkpointed.
+- `Recipe(...)` takes the pieces; `Recipe.fit(**fit_kwargs)` compiles and runs `model.fit` with
+  the recipe's callbacks (EMA, checkpoints, logs) plus yours, and saves the final model;
+  `Recipe.evaluate()` scores the test data with the EMA weights and test-time augmentation.
+
+`work_dir` (a local directory or `gs://bucket/path`, through TensorFlow's file system) holds:
+
+    work_dir/backup/       checkpoint of the run (weights, optimizer, EMA, augmentation RNG);
+                           deleted when fit completes, resumed from when the same fit restarts
+    work_dir/logs/         TensorBoard logs
+    work_dir/model.keras   the final model: EMA weights, wrapped in TestTimeAugmentation
+    work_dir/hparams.json  every hyperparameter with its value and source
+
+Checkpoints are written at the end of every epoch and a restarted run continues from the last
+one (Keras's `BackupAndRestore` cannot resume inside an epoch: it restarts the epoch). The EMA
+saves its state before the weights, and on restore takes the state written at the restored
+`optimizer.iterations` (see `ExponentialMovingAverage(backup_dir=)`), so a kill between the two
+saves cannot mix steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+
+from keras_tricks import _ema
+from keras_tricks._checks import check_int, fail
+from keras_tricks.callbacks import ExponentialMovingAverage, LearningRateLogger
+from keras_tricks.schedules import scale_learning_rate
+
+__all__ = [
+    "Hyperparameter",
+    "Hyperparameters",
+    "Recipe",
+    "ResumableBackup",
+    "resolve_hyperparameters",
+    "training_stream",
+]
+
+_logger = logging.getLogger(__name__)
+
+GOYAL_2017 = "Goyal et al. 2017, https://arxiv.org/abs/1706.02677 (linear scaling rule)"
+
+
+# --------------------------------------------------------------------------- hyperparameters
+class Hyperparameter(NamedTuple):
+    """One hyperparameter: its value and where the value comes from (paper, section, code)."""
+
+    value: Any
+    source: str
+
+
+class Hyperparameters(Mapping):
+    """Read-only record of a recipe's hyperparameters: `hp["lr"]` is the value.
+
+    `hp.source("lr")` is its citation, `hp.items_with_sources()` yields `(name, Hyperparameter)`,
+    `hp.to_json()` writes both, `hp.overridden` names the ones given as keyword overrides.
+    """
+
+    def __init__(self, entries: Mapping[str, Hyperparameter], overridden: Sequence[str] = ()):
+        self._entries = dict(entries)
+        self.overridden = tuple(overridden)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._entries[name].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def source(self, name: str) -> str:
+        return self._entries[name].source
+
+    def entry(self, name: str) -> Hyperparameter:
+        return self._entries[name]
+
+    def items_with_sources(self):
+        return self._entries.items()
+
+    def to_json(self) -> str:
+        def plain(value):
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            if isinstance(value, (str, int, float, bool)) or value is None:
+                return value
+            return repr(value)
+
+        return json.dumps(
+            {k: {"value": plain(e.value), "source": e.source} for k, e in self._entries.items()},
+            indent=1,
+        )
+
+    def __repr__(self) -> str:
+        return f"Hyperparameters({ {k: e.value for k, e in self._entries.items()} })"
+
+
+def resolve_hyperparameters(
+    defaults: Mapping[str, Hyperparameter],
+    overrides: Mapping[str, Any],
+    *,
+    recipe: str,
+    scaled: Sequence[str] = ("learning_rate",),
+    batch_key: str = "batch_size",
+) -> Hyperparameters:
+    """Apply keyword overrides to a recipe's defaults, rescaling the LR for a new batch size.
+
+    Linear scaling rule (Goyal et al. 2017, https://arxiv.org/abs/1706.02677), for every name in
+    `scaled` that the caller did not override itself:
+
+    ```python
+    lr = scale_learning_rate(default_lr, batch_size, base_batch_size=default_batch_size)
+    ```
+
+    Example:
+
+    ```python
+    from keras_tricks.recipes import Hyperparameter, resolve_hyperparameters
+    defaults = {"batch_size": Hyperparameter(512, "Page"), "learning_rate": Hyperparameter(0.4, "Page")}
+    hp = resolve_hyperparameters(defaults, {"batch_size": 128}, recipe="demo")
+    hp["learning_rate"]  # 0.1
+    ```
+
+    Args:
+        defaults: name -> `Hyperparameter(value, source)`.
+        overrides: keyword overrides; every name must be in `defaults`.
+        recipe: the recipe's name, for error messages.
+        scaled: learning-rate names rescaled when `batch_key` changes.
+        batch_key: the batch-size name.
+
+    Returns:
+        `Hyperparameters`.
+    """
+    unknown = [k for k in overrides if k not in defaults]
+    if unknown:
+        import difflib
+
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, list(defaults), n=1, cutoff=0.5)
+            hints.append(f"`{key}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+        raise ValueError(
+            f"{recipe}() got unexpected keyword argument(s) {', '.join(hints)}. "
+            f"Accepted: {', '.join(sorted(defaults))}"
+        )
+    entries = dict(defaults)
+    for key, value in overrides.items():
+        entries[key] = Hyperparameter(value, "override")
+    if batch_key in overrides and batch_key in defaults:
+        base_batch = defaults[batch_key].value
+        new_batch = check_int(batch_key, overrides[batch_key])
+        for name in scaled:
+            if name in defaults and name not in overrides:
+                old = defaults[name]
+                entries[name] = Hyperparameter(
+                    scale_learning_rate(old.value, new_batch, base_batch_size=base_batch),
+                    f"{old.value} x {new_batch}/{base_batch} by the linear scaling rule "
+                    f"({GOYAL_2017}); {old.value} from: {old.source}",
+                )
+    return Hyperparameters(entries, overridden=list(overrides))
+
+
+# ------------------------------------------------------------------------------ file system
+_is_remote = _ema._is_remote
+_write_bytes = _ema.write_file_atomic
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def join(path: str, *parts: str) -> str:
+    """`os.path.join` that also joins `gs://` URLs (with "/")."""
+    if _is_remote(path):
+        return "/".join([str(path).rstrip("/"), *parts])
+    return os.path.join(path, *parts)
+
+
+def _exists(path: str) -> bool:
+    return _gfile().exists(path) if _is_remote(path) else os.path.exists(path)
+
+
+def _makedirs(path: str) -> None:
+    if _is_remote(path):
+        _gfile().makedirs(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------- data stream
+def _epoch_seed(seed: int, epoch):
+    # A different, reproducible shuffle per epoch: one int64 from (seed, epoch).
+    return seed * 1_000_003 + epoch
+
+
+class _EpochStart(keras.callbacks.Callback):
+    """Tell the training stream which epoch `fit` starts at (0, or the resumed epoch)."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+        self._set = False
+
+    def on_train_begin(self, logs=None):
+        self._set = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras creates the dataset iterator after the first on_epoch_begin; with
+        # steps_per_epoch given it keeps that iterator for the whole fit.
+        if not self._set:
+            self.variable.assign(epoch)
+            self._set = True
+
+
+class TrainingStream(NamedTuple):
+    """What `training_stream` built: the dataset, its epoch length and the epoch callback."""
+
+    dataset: Any
+    steps_per_epoch: int
+    num_examples: int
+    num_classes: int | None
+    info: dict
+    callback: keras.callbacks.Callback
+
+
+def _source_dataset(source, split):
+    # The readers of keras_tricks.data (TFRecord directory, local or gs://, or arrays).
+    from keras_tricks import data
+
+    if isinstance(source, (str, os.PathLike)):
+        return data._from_tfrecords(os.fspath(source), split)
+    return data._from_arrays(source)
+
+
+def training_stream(
+    source,
+    split: str = "train",
+    *,
+    batch_size: int,
+    seed: int = 0,
+    preprocess: Callable | None = None,
+    label_mixing: Sequence[Callable] = (),
+    num_classes: int | None = None,
+    one_hot: bool | None = None,
+    cache: bool | str = True,
+    shuffle_buffer: int | None = None,
+    num_parallel_calls: int | None = None,
+) -> TrainingStream:
+    """Endless training batches whose epoch `e` depends only on `(seed, e)`, for exact resumes.
+
+    ```python
+    base = read(source, split).map(preprocess).cache()
+    epoch_e = base.shuffle(buffer, seed=seed * 1_000_003 + e).batch(batch_size, drop_remainder=True)
+    stream = concatenate(epoch_e for e in count(start_epoch))  # then one-hot, label mixing, prefetch
+    ```
+
+    `start_epoch` is set by `TrainingStream.callback` at the first `on_epoch_begin` of `fit`,
+    which is the resumed epoch after `BackupAndRestore`. Pass `steps_per_epoch` to `fit`.
+
+    Args:
+        source: a `tfrecord_tools` directory (local or `gs://`) or `(images, labels)` arrays.
+        split: the split of a TFRecord directory.
+        batch_size: examples per batch (the last partial batch of each epoch is dropped).
+        seed: seed of the shuffles.
+        preprocess: optional `f(image, label) -> (image, label)` before the cache.
+        label_mixing: layers that mix labels (MixUp, CutMix), run in `tf.data` on one-hot labels.
+        num_classes: classes for one-hot labels; by default from the manifest / max label + 1.
+        one_hot: one-hot labels; None means when `label_mixing` is given.
+        cache: True caches in memory, a file name on disk, False not at all.
+        shuffle_buffer: examples in the shuffle buffer; None means the whole split (up to 50 000).
+        num_parallel_calls: parallelism of the maps (default AUTOTUNE).
+    """
+    import tensorflow as tf
+
+    batch_size = check_int("batch_size", batch_size)
+    parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+    base, info = _source_dataset(source, split)
+    num_classes = num_classes or info["num_classes"]
+    one_hot = bool(label_mixing) if one_hot is None else bool(one_hot)
+    if preprocess is not None:
+        base = base.map(preprocess, num_parallel_calls=parallel)
+    if cache:
+        base = base.cache("" if cache is True else os.fspath(cache))
+    buffer = shuffle_buffer or min(info["num_examples"], 50_000)
+    steps = info["num_examples"] // batch_size
+    if steps < 1:
+        fail("batch_size", f"at most the {info['num_examples']} examples of {split!r}", batch_size)
+
+    start = tf.Variable(0, dtype=tf.int64, trainable=False, name="start_epoch")
+
+    def one_epoch(epoch):
+        shuffled = base.shuffle(
+            buffer, seed=_epoch_seed(seed, epoch), reshuffle_each_iteration=False
+        )
+        return shuffled.batch(batch_size, drop_remainder=True)
+
+    ds = tf.data.Dataset.counter().map(lambda i: i + start.read_value()).flat_map(one_epoch)
+    if one_hot:
+        depth = num_classes
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, depth, dtype=tf.float32)), parallel)
+    for layer in label_mixing:
+        from keras_tricks.data import _call_layer
+
+        ds = ds.map(lambda x, y, layer=layer: _call_layer(layer, x, y), parallel)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return TrainingStream(
+        dataset=ds,
+        steps_per_epoch=steps,
+        num_examples=info["num_examples"],
+        num_classes=num_classes,
+        info=info,
+        callback=_EpochStart(start),
+    )
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def _random_state_variables(model):
+    """The model's `SeedGenerator` states (in `model.variables`, not in `model.weights`)."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _iterations(model) -> int:
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore` that resumes exactly, also on `gs://`.
+
+    Keras's callback writes the weights file in place (a kill mid-write leaves a corrupt
+    file), keeps the epoch in a second file written after it (a kill between the two restores
+    weights of one epoch with the counter of another) and does not save the random state of
+    the augmentation layers. Here, at the end of every epoch:
+
+    ```python
+    save random state, tagged with optimizer.iterations   backup/rng_state.npz (+ .prev.npz)
+    save weights + optimizer   backup/tmp.weights.h5 -> rename -> backup/latest.weights.h5
+    ```
+
+    and on restore the epoch is `optimizer.iterations // steps_per_epoch` read from the weights
+    file itself, the random state the one saved at those iterations. Put
+    `ExponentialMovingAverage(backup_dir=same dir)` *before* this callback so its state is also
+    saved before the weights.
+
+    Args:
+        backup_dir: directory (local or `gs://`) used only by this run's checkpoints.
+        steps_per_epoch: optimizer steps per epoch, to recover the epoch from the iterations.
+        delete_checkpoint: remove `backup_dir` when `fit` completes.
+    """
+
+    def __init__(self, backup_dir: str, steps_per_epoch: int, delete_checkpoint: bool = True):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=delete_checkpoint)
+        self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
+        self._tmp_weights_path = join(backup_dir, "tmp.weights.h5")
+
+    def _load_model(self):
+        if not _exists(self._weights_path):
+            return
+        super()._load_model()
+        iterations = _iterations(self.model)
+        self.model._initial_epoch = iterations // self.steps_per_epoch
+        state = _ema.load_step_state(self.backup_dir, "rng_state", iterations)
+        variables = _random_state_variables(self.model)
+        if state is not None and len(state) == len(variables):
+            for variable, value in zip(variables, state):
+                variable.assign(value)
+        elif variables:
+            _logger.warning(
+                "No augmentation random state for step %d in %s; the augmentation after the "
+                "restart will differ from an uninterrupted run.",
+                iterations,
+                self.backup_dir,
+            )
+
+    def _save_model(self):
+        _makedirs(self.backup_dir)
+        iterations = _iterations(self.model)
+        arrays = [keras.ops.convert_to_numpy(v) for v in _random_state_variables(self.model)]
+        _ema.save_step_state(self.backup_dir, "rng_state", iterations, arrays)
+        self.model.save_weights(self._tmp_weights_path, overwrite=True)
+        if _is_remote(self._weights_path):
+            _gfile().rename(self._tmp_weights_path, self._weights_path, overwrite=True)
+        else:
+            os.replace(self._tmp_weights_path, self._weights_path)
+        meta = {"epoch": iterations // self.steps_per_epoch, "iterations": iterations}
+        _write_bytes(self._training_metadata_path, json.dumps(meta).encode())
+
+    def get_config(self):
+        return {
+            "backup_dir": self.backup_dir,
+            "steps_per_epoch": self.steps_per_epoch,
+            "delete_checkpoint": self.delete_checkpoint,
+        }
+
+
+# ----------------------------------------------------------------------------------- recipe
+class Recipe:
+    """A complete training run: model, optimizer, loss, data, callbacks, epochs; `.fit()` runs it.
+
+    Attributes (all public; change them before `fit` to experiment):
+        name: the recipe's name.
+        network: the classifier (what is evaluated and exported).
+        model: what `fit` trains: `augmentation` (identity at inference) then `network`.
+        optimizer, loss, metrics: passed to `model.compile`.
+        train_data: `tf.data.Dataset` of training batches (endless; see `steps_per_epoch`).
+        validation_data, test_data: evaluation `tf.data.Dataset`s or None.
+        epochs, steps_per_epoch, batch_size: the length of the run.
+        hparams: `Hyperparameters`, every value with its source.
+        ema: the `ExponentialMovingAverage` callback, or None.
+        tta: keyword arguments of `TestTimeAugmentation` (`flips`, `shifts`), or None.
+        callbacks: the recipe's own callbacks (EMA first, then checkpoints, logs).
+        work_dir: local or `gs://` directory, or None (nothing written).
+
+    Example:
+
+    ```python
+    from keras_tricks import recipes
+    recipe = recipes.cifar10_fast(data=None, width=4, epochs=1, num_train=256, num_test=64)
+    recipe.fit(verbose=0)
+    recipe.evaluate()["accuracy"]
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        network: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        loss: Any,
+        train: TrainingStream,
+        epochs: int,
+        batch_size: int,
+        hparams: Hyperparameters,
+        augmentation: Sequence[keras.layers.Layer] = (),
+        metrics: Sequence[Any] = ("accuracy",),
+        validation_data=None,
+        test_data=None,
+        ema: ExponentialMovingAverage | None = None,
+        tta: Mapping[str, Any] | None = None,
+        work_dir: str | None = None,
+        extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    ):
+        self.name = name
+        self.network = network
+        self.model = _with_augmentation(network, augmentation, train.dataset)
+        self.optimizer = optimizer
+        self.loss = loss
+        self.metrics = list(metrics)
+        self.train_data = train.dataset
+        self.steps_per_epoch = train.steps_per_epoch
+        self.validation_data = validation_data
+        self.test_data = test_data
+        self.epochs = check_int("epochs", epochs)
+        self.batch_size = check_int("batch_size", batch_size)
+        self.hparams = hparams
+        self.ema = ema
+        self.tta = None if tta is None else dict(tta)
+        self.work_dir = None if work_dir is None else os.fspath(work_dir)
+        callbacks: list[keras.callbacks.Callback] = []
+        if ema is not None:
+            callbacks.append(ema)  # before the backup: its state is saved before the weights
+        if self.work_dir is not None:
+            callbacks.append(ResumableBackup(self.backup_dir, self.steps_per_epoch))
+        callbacks.append(train.callback)
+        callbacks.append(LearningRateLogger())
+        if self.work_dir is not None:
+            callbacks.append(
+                keras.callbacks.TensorBoard(
+                    join(self.work_dir, "logs"), write_graph=False, profile_batch=0
+                )
+            )
+        callbacks.extend(extra_callbacks)
+        self.callbacks = callbacks
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def backup_dir(self) -> str | None:
+        return None if self.work_dir is None else join(self.work_dir, "backup")
+
+    @property
+    def model_path(self) -> str | None:
+        return None if self.work_dir is None else join(self.work_dir, "model.keras")
+
+    # -------------------------------------------------------------------- run
+    def compile(self, **compile_kwargs) -> None:
+        """`model.compile(optimizer, loss, metrics, **compile_kwargs)` (done by `fit` if needed)."""
+        self.model.compile(
+            optimizer=self.optimizer, loss=self.loss, metrics=self.metrics, **compile_kwargs
+        )
+
+    def fit(self, **fit_kwargs) -> keras.callbacks.History:
+        """Compile (once) and train; save the final model to `work_dir`; return the History.
+
+        Keyword arguments go to `keras.Model.fit` (`verbose=`, `callbacks=` are added after the
+        recipe's own, `epochs=` replaces the recipe's, ...). A run killed and started again with
+        the same `work_dir` continues from its last completed epoch.
+        """
+        if not self.model.compiled:
+            self.compile()
+        if self.work_dir is not None:
+            _makedirs(self.work_dir)
+            _write_bytes(join(self.work_dir, "hparams.json"), self.hparams.to_json().encode())
+        extra = list(fit_kwargs.pop("callbacks", []))
+        kwargs = dict(
+            epochs=self.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            validation_data=self.validation_data,
+        )
+        kwargs.update(fit_kwargs)
+        history = self.model.fit(self.train_data, callbacks=self.callbacks + extra, **kwargs)
+        if self.work_dir is not None:
+            self.save()
+        return history
+
+    def inference_model(self) -> keras.Model:
+        """The network wrapped in `TestTimeAugmentation` (when the recipe uses TTA)."""
+        if not self.tta:
+            return self.network
+        from keras_tricks.training import TestTimeAugmentation
+
+        return TestTimeAugmentation(self.network, **self.tta)
+
+    def _averaged(self):
+        import contextlib
+
+        if self.ema is not None and self.ema.average_variables is not None:
+            return self.ema.averaged()
+        return contextlib.nullcontext()
+
+    def evaluate(self, data=None) -> dict[str, float]:
+        """Top-1 (and top-5 with >= 10 classes) accuracy on `data` (default the test data).
+
+        Uses the EMA weights (when trained with EMA) and test-time augmentation.
+        """
+        data = self.test_data if data is None else data
+        if data is None:
+            raise ValueError("This recipe has no test data; pass `data=`.")
+        with self._averaged():
+            model = self.inference_model()
+            correct1 = correct5 = total = 0
+            for images, labels in data:
+                scores = keras.ops.convert_to_numpy(model(images, training=False))
+                labels = np.asarray(labels)
+                if labels.ndim == 2:
+                    labels = labels.argmax(-1)
+                order = np.argsort(-scores, axis=-1)
+                correct1 += int((order[:, 0] == labels).sum())
+                correct5 += int((order[:, :5] == labels[:, None]).any(-1).sum())
+                total += len(labels)
+        result = {"accuracy": correct1 / max(total, 1), "num_examples": total}
+        if scores.shape[-1] >= 10:
+            result["top5_accuracy"] = correct5 / max(total, 1)
+        return result
+
+    def save(self, path: str | None = None) -> str:
+        """Save the EMA-weights network, wrapped in TTA, as a `.keras` file (default in work_dir)."""
+        path = path or self.model_path
+        if path is None:
+            raise ValueError("This recipe has no `work_dir`; pass `path=`.")
+        with self._averaged():
+            model = self.inference_model()
+            if _is_remote(path):
+                # Keras writes .keras archives locally; copy the finished file in one upload.
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = os.path.join(tmp, "model.keras")
+                    model.save(local)
+                    with open(local, "rb") as f:
+                        _write_bytes(path, f.read())
+            else:
+                tmp = path + ".tmp.keras"
+                model.save(tmp)
+                os.replace(tmp, path)
+        return path
+
+    def summary(self) -> str:
+        """A markdown table of the hyperparameters: name, value, source."""
+        rows = ["| hyperparameter | value | source |", "|---|---|---|"]
+        for key, entry in self.hparams.items_with_sources():
+            rows.append(f"| {key} | {entry.value!r} | {entry.source} |")
+        return "\n".join(rows)
+
+    def __repr__(self) -> str:
+        return (
+            f"Recipe({self.name!r}, epochs={self.epochs}, batch_size={self.batch_size}, "
+            f"steps_per_epoch={self.steps_per_epoch}, work_dir={self.work_dir!r})"
+        )
+
+
+def _with_augmentation(network, augmentation, dataset):
+    """`network` with the augmentation layers in front (a functional model on the data's dtype)."""
+    augmentation = list(augmentation)
+    if not augmentation:
+        return network
+    spec = dataset.element_spec[0]
+    inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name="images")
+    x = inputs
+    for layer in augmentation:
+        x = layer(x)
+    return keras.Model(inputs, network(x), name=f"train_{network.name}")
