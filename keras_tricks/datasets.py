@@ -1,12 +1,13 @@
 """Small, offline-first dataset loaders: MNIST-family IDX files and Fashion-MNIST.
 
-Pure NumPy (no TensorFlow import), so every backend and `tfrecord_tools` can use it.
+Pure NumPy (no TensorFlow import), so every backend can use it. The IDX reader and its file
+lookup live in `tfrecord_tools.idx` (keras_tricks may import tfrecord_tools, never the reverse)
+and are re-exported here, so `keras_tricks.datasets.read_idx` keeps working.
 """
 
-import gzip
 import os
 
-import numpy as np
+from tfrecord_tools.idx import find_idx, read_idx
 
 __all__ = ["read_idx", "load_fashion_mnist", "FASHION_MNIST_DIR", "FASHION_MNIST_FILES"]
 
@@ -20,93 +21,12 @@ FASHION_MNIST_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 
-# IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
-_IDX_DTYPES = {
-    0x08: np.dtype("u1"),
-    0x09: np.dtype("i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
 
-
-def read_idx(path):
-    """Read one MNIST-family IDX file (optionally gzip-compressed) into a NumPy array.
-
-    The IDX header is two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16,
-    0x0C int32, 0x0D float32, 0x0E float64), a byte giving the number of dimensions `d`,
-    then `d` big-endian uint32 sizes; the data follows in C order, big-endian.
-    See http://yann.lecun.com/exdb/mnist/ ("THE IDX FILE FORMAT").
-
-    Example:
-
-    ```python
-    from keras_tricks.datasets import read_idx
-    labels = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
-    labels.shape  # (10000,)
-    ```
-
-    Args:
-        path: file name; a name ending in `.gz` is decompressed with gzip.
-
-    Returns:
-        An array of the shape in the header, in native byte order (uint8 for image/label files).
-
-    Raises:
-        ValueError: the file is not IDX (bad magic number, unknown type) or is truncated
-            or has trailing bytes; the message names the file.
-    """
-    path = os.fspath(path)
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:  # gzip raises these on a corrupt or truncated stream
-        raise ValueError(f"Cannot read IDX file {path!r}: {e}") from e
-    if len(raw) < 4:
-        raise ValueError(
-            f"Not an IDX file: {path!r} has {len(raw)} bytes, fewer than the 4-byte magic number."
-        )
-    zero0, zero1, type_code, ndim = raw[0], raw[1], raw[2], raw[3]
-    if zero0 != 0 or zero1 != 0 or type_code not in _IDX_DTYPES:
-        raise ValueError(
-            f"Not an IDX file: {path!r} starts with magic bytes {raw[:4].hex()}; expected "
-            f"00 00 <type> <ndim> with type one of "
-            f"{', '.join(hex(t) for t in sorted(_IDX_DTYPES))}."
-        )
-    header_len = 4 + 4 * ndim
-    if len(raw) < header_len:
-        raise ValueError(
-            f"Truncated IDX file {path!r}: header declares {ndim} dimensions "
-            f"({header_len} header bytes) but the file has {len(raw)} bytes."
-        )
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = _IDX_DTYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    actual = len(raw) - header_len
-    if actual != expected:
-        kind = "Truncated" if actual < expected else "Trailing bytes in"
-        raise ValueError(
-            f"{kind} IDX file {path!r}: shape {shape} of {dtype.name} needs {expected} data "
-            f"bytes, found {actual}."
-        )
-    data = np.frombuffer(raw, dtype=dtype, offset=header_len).reshape(shape)
-    return data.astype(dtype.newbyteorder("="), copy=True)
-
-
-def _find_idx(data_dir, stem):
-    for name in (stem + ".gz", stem):
-        candidate = os.path.join(data_dir, name)
-        if os.path.exists(candidate):
-            return candidate
-    return None
-
-
-def load_fashion_mnist(data_dir=None):
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> tuple:
     """Load Fashion-MNIST like `keras.datasets.fashion_mnist.load_data()`, offline when possible.
 
-    Reads the four IDX files (`train-images-idx3-ubyte[.gz]`, ...) from `data_dir`, or from
+    Reads the four IDX files (`train-images-idx3-ubyte[.gz]`, ...; the uncompressed file when
+    both exist, the rule of `tfrecord_tools.idx.find_idx`) from `data_dir`, or from
     `/usr/share/datasets/fashion-mnist` (Debian package `dataset-fashion-mnist`) when `data_dir`
     is None. If `data_dir` is None and the Debian files are absent, falls back to
     `keras.datasets.fashion_mnist.load_data()`, which downloads the data (online users).
@@ -134,7 +54,7 @@ def load_fashion_mnist(data_dir=None):
     """
     explicit = data_dir is not None
     data_dir = os.fspath(data_dir) if explicit else FASHION_MNIST_DIR
-    paths = {key: _find_idx(data_dir, stem) for key, stem in FASHION_MNIST_FILES.items()}
+    paths = {key: find_idx(data_dir, stem) for key, stem in FASHION_MNIST_FILES.items()}
     missing = [FASHION_MNIST_FILES[k] for k, p in paths.items() if p is None]
     if missing:
         if explicit:

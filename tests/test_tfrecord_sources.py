@@ -215,13 +215,13 @@ def test_unknown_or_missing_sources_are_clear_value_errors(source, match):
 
 def test_arrays_with_bad_labels_or_split_are_rejected():
     with pytest.raises(ValueError, match="must be >= 0; received a label -1"):
-        open_source((np.zeros((2, 3, 3)), np.array([0, -1])))
+        open_source((np.zeros((2, 3, 3), np.uint8), np.array([0, -1])))
     with pytest.raises(ValueError, match="2 images but 3 labels"):
-        open_source((np.zeros((2, 3, 3)), np.array([0, 1, 2])))
+        open_source((np.zeros((2, 3, 3), np.uint8), np.array([0, 1, 2])))
     with pytest.raises(ValueError, match="split 'test' not in source"):
-        open_source({"train": (np.zeros((2, 3, 3)), np.array([0, 1]))}, split="test")
+        open_source({"train": (np.zeros((2, 3, 3), np.uint8), np.array([0, 1]))}, split="test")
     with pytest.raises(ValueError, match="label 1 but only 1 label names"):
-        open_source((np.zeros((2, 3, 3)), np.array([0, 1])), label_names=["a"])
+        open_source((np.zeros((2, 3, 3), np.uint8), np.array([0, 1])), label_names=["a"])
 
 
 def test_missing_folder_is_an_error(tmp_path):

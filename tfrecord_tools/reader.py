@@ -134,8 +134,14 @@ def _counted_shard(filename, expected, compression):
                 ["shard ", filename, " holds ", found, " records, manifest.json says ", wanted]
             ),
             tf.strings.join(
-                ["shard ", filename, " holds more records than manifest.json says: at least ",
-                 found, ", expected ", wanted]
+                [
+                    "shard ",
+                    filename,
+                    " holds more records than manifest.json says: at least ",
+                    found,
+                    ", expected ",
+                    wanted,
+                ]
             ),  # fmt: skip
         )
         hint = (

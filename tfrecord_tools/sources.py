@@ -15,26 +15,58 @@
 
 The Python API also takes arrays: `(x, y)` for one split or `{"train": (x, y), "test": (x, y)}`.
 
+What is stored is what the source holds, or the source is refused with a message naming the file
+and what to do — never silently changed:
+
+- Arrays must be uint8 (or integers in 0..255); float arrays are refused before anything is
+  written, with the hint to scale them to 0..255 and cast to uint8 (the scale cannot be guessed).
+- Image files (`folder:`) are decoded by Pillow, turned upright by their EXIF orientation
+  (`ImageOps.exif_transpose`, as every photo viewer shows them) and stored as RGB (grey and
+  palette images are expanded). Images with more than 8 bits per channel (16-bit PNG/TIFF) are
+  refused (`UnsupportedImageError`): records hold 8-bit pixels, and reducing them is the user's
+  choice (e.g. `x >> 8`), never a silent clip. Transparent pixels follow `alpha=`: "error"
+  (default) refuses the file, "composite" blends it onto white —
+  `out = (rgb * a + 255 * (255 - a) + 127) // 255`, the background viewers and browsers show —
+  and "keep" stores every image as RGBA (4 channels; opaque images get alpha 255). An alpha
+  channel that is fully opaque is dropped without a word: nothing is lost.
+- Entries of a `folder:` source that are not class folders or image files (hidden folders such
+  as `.git/` or `.cache/`, hidden files such as `.DS_Store`, files beside the class folders,
+  folders inside a class folder, folders beside the split folders) are skipped with one
+  `UserWarning` naming every one of them.
+- Class names come from the source (CIFAR meta, folder names, tfds features, the keras table) or
+  from `label_names=` (a list, or the name of a known dataset in `KNOWN_LABEL_NAMES`); IDX files
+  hold none, so `idx:` sources get names only from `label_names=` or from `name=` when it names a
+  known dataset (`convert(..., name="fashion_mnist")`), never from the path.
+
 A split is either arrays in memory (`ArraySplit`) or a list of files (`FileSplit`). The writer
 asks a split for the *payload* of one shard (a picklable object sent to a worker process) and the
 worker turns it into records with `iter_payload`, which needs NumPy and, for files, Pillow — never
 TensorFlow, so worker processes start fast.
 """
 
+import dataclasses
 import io
 import os
 import pickle
+import re
+import warnings
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "CorruptImageError",
+    "UnsupportedImageError",
     "Source",
     "ArraySplit",
     "FileSplit",
+    "ArrayPayload",
+    "FilePayload",
     "open_source",
     "iter_payload",
     "SCHEMES",
+    "ALPHA_MODES",
+    "KNOWN_LABEL_NAMES",
     "FASHION_MNIST_LABELS",
     "CIFAR10_LABELS",
 ]
@@ -51,12 +83,16 @@ CIFAR10_LABELS = [
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
-_KERAS_LABELS = {
+# Class names of well-known datasets, looked up by an explicit name (`keras:NAME`,
+# `label_names="fashion_mnist"`, or `name=` for sources without names of their own).
+KNOWN_LABEL_NAMES = {
     "mnist": [str(i) for i in range(10)],
     "fashion_mnist": FASHION_MNIST_LABELS,
     "cifar10": CIFAR10_LABELS,
 }
 _FOLDER_SPLITS = ("train", "val", "validation", "test")
+ALPHA_MODES = ("error", "composite", "keep")
+_MAX_LISTED = 50  # skipped folder entries named one by one in the warning
 
 
 class CorruptImageError(ValueError):
@@ -73,6 +109,24 @@ class CorruptImageError(ValueError):
 
     def __reduce__(self):  # so the error crosses process boundaries intact
         return (type(self), (self.filename, self.reason))
+
+
+class UnsupportedImageError(ValueError):
+    """An image file that would be changed by storing it (more than 8 bits per channel, or
+    transparency without an `alpha=` choice); the message names the file and what to do.
+
+    Unlike `CorruptImageError`, `skip_corrupt` does not skip it: the file is fine, the
+    conversion needs a decision.
+    """
+
+    def __init__(self, filename, reason, advice):
+        self.filename = filename
+        self.reason = reason
+        self.advice = advice
+        super().__init__(f"Image {filename!r} {reason}: {advice}")
+
+    def __reduce__(self):
+        return (type(self), (self.filename, self.reason, self.advice))
 
 
 def _check_labels(labels, argument):
@@ -100,16 +154,66 @@ class _Split:
         return int(self.labels.max()) if self.labels.size else -1
 
 
+_FLOAT_HINT = (
+    "tfrecord_tools stores 8-bit pixels and will not guess the scale. Scale the images to "
+    "0..255 and cast them to uint8 first, e.g. `np.round(x * 255).astype(np.uint8)` for "
+    "values in 0..1, or `x.astype(np.uint8)` when they already hold whole numbers in 0..255."
+)
+
+
+def _check_pixels(images, what):
+    """`images` as uint8, or ValueError naming `what`: floats never, integers only in 0..255."""
+    if images.dtype == np.uint8:
+        return images
+    if np.issubdtype(images.dtype, np.floating):
+        finite = images[np.isfinite(images)] if images.size else images
+        span = f" with values in [{finite.min()}, {finite.max()}]" if finite.size else ""
+        raise ValueError(f"{what} are {images.dtype}{span}. {_FLOAT_HINT}")
+    if not np.issubdtype(images.dtype, np.integer):
+        raise ValueError(
+            f"{what} must be uint8 (or integers in 0..255); received dtype {images.dtype}."
+        )
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise ValueError(
+            f"{what} are {images.dtype} with values in [{images.min()}, {images.max()}], "
+            "outside 0..255; tfrecord_tools stores 8-bit pixels and does not clip. Reduce them "
+            "to 0..255 first (e.g. `(x >> 8).astype(np.uint8)` for 16-bit images)."
+        )
+    return images.astype(np.uint8)
+
+
+def _check_channels(shape, what):
+    channels = shape[-1] if len(shape) == 3 else 1
+    if channels not in (1, 3, 4):
+        raise ValueError(
+            f"{what} must have 1, 3 or 4 channels (grey, RGB, RGBA); received shape {shape}."
+        )
+
+
 class ArraySplit(_Split):
     """One split held as arrays: `images` (N, H, W[, C]) uint8 (or a list of HWC arrays) and
-    `labels` (N,) integers."""
+    `labels` (N,) integers.
+
+    The pixels are checked here, before anything is written: uint8, or integers in 0..255
+    (cast to uint8); float images are refused with a hint (see the module docstring).
+    """
 
     kind = "array"
 
-    def __init__(self, images, labels, name="train"):
+    def __init__(self, images: Any, labels: Any, name: str = "train"):
         self.labels = _check_labels(labels, f"labels of split {name!r}")
         if isinstance(images, (list, tuple)):
-            self.images = list(images)
+            checked = []
+            for i, image in enumerate(images):
+                image = np.asarray(image)
+                if image.ndim not in (2, 3):
+                    raise ValueError(
+                        f"image {i} of split {name!r} must have shape (H, W) or (H, W, C); "
+                        f"received shape {image.shape}."
+                    )
+                _check_channels(image.shape, f"image {i} of split {name!r}")
+                checked.append(_check_pixels(image, f"image {i} of split {name!r}"))
+            self.images = checked
         else:
             images = np.asarray(images)
             if images.ndim not in (3, 4):
@@ -117,28 +221,40 @@ class ArraySplit(_Split):
                     f"images of split {name!r} must have shape (N, H, W) or (N, H, W, C); "
                     f"received shape {images.shape}."
                 )
-            self.images = images
+            _check_channels(images.shape[1:], f"images of split {name!r}")
+            self.images = _check_pixels(images, f"images of split {name!r}")
         if len(self.images) != len(self.labels):
             raise ValueError(
                 f"split {name!r} has {len(self.images)} images but {len(self.labels)} labels."
             )
         self.name = name
 
-    def payload(self, indices):
+    def payload(self, indices: Any) -> "ArrayPayload":
         """Picklable records `indices` (source order numbers) for a worker."""
         if isinstance(self.images, list):
             images = [self.images[i] for i in indices]
         else:
             images = self.images[indices]
-        return ("array", self.name, np.asarray(indices), images, self.labels[indices])
+        return ArrayPayload(self.name, np.asarray(indices), images, self.labels[indices])
 
 
 class FileSplit(_Split):
-    """One split held as image files and their labels (decoded by the worker)."""
+    """One split held as image files and their labels (decoded by the worker).
+
+    `alpha` says what to do with transparent pixels ("error", "composite", "keep"; see the
+    module docstring).
+    """
 
     kind = "files"
 
-    def __init__(self, paths, labels, name="train", root=None):
+    def __init__(
+        self,
+        paths: list,
+        labels: Any,
+        name: str = "train",
+        root: str | None = None,
+        alpha: str = "error",
+    ):
         self.paths = list(paths)
         self.labels = _check_labels(labels, f"labels of split {name!r}")
         if len(self.paths) != len(self.labels):
@@ -147,29 +263,69 @@ class FileSplit(_Split):
             )
         self.name = name
         self.root = root
+        self.alpha = _check_alpha(alpha)
 
-    def payload(self, indices):
-        return (
-            "files",
+    def payload(self, indices: Any) -> "FilePayload":
+        """Picklable file names and labels of records `indices`, decoded by the worker."""
+        return FilePayload(
             self.name,
             np.asarray(indices),
             [self.paths[i] for i in indices],
             self.labels[indices],
             self.root,
+            self.alpha,
         )
 
 
-class Source:
-    """A raw dataset: `splits` (`{name: ArraySplit | FileSplit}`), `label_names`, `description`."""
+@dataclasses.dataclass(frozen=True)
+class ArrayPayload:
+    """One shard's records of an `ArraySplit`, sent to a worker: source order numbers,
+    their uint8 images and labels."""
 
-    def __init__(self, splits, label_names=None, description="arrays"):
+    split: str
+    indices: np.ndarray
+    images: Any
+    labels: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePayload:
+    """One shard's records of a `FileSplit`, sent to a worker: source order numbers, file
+    names (relative to `root` in `image/filename`), labels and the `alpha` rule."""
+
+    split: str
+    indices: np.ndarray
+    paths: list
+    labels: np.ndarray
+    root: str | None = None
+    alpha: str = "error"
+
+
+def _check_alpha(alpha):
+    if alpha not in ALPHA_MODES:
+        raise ValueError(f"alpha must be one of {ALPHA_MODES}; received alpha={alpha!r}.")
+    return alpha
+
+
+class Source:
+    """A raw dataset: `splits` (`{name: ArraySplit | FileSplit}`), `label_names`, `description`
+    and `skipped`, the `(entry, why)` pairs of folder entries that are not data."""
+
+    def __init__(
+        self,
+        splits: dict,
+        label_names: list | None = None,
+        description: str = "arrays",
+        skipped: list = (),
+    ):
         if not splits:
             raise ValueError(f"source {description!r} has no splits.")
         self.splits = dict(splits)
         self.label_names = list(label_names) if label_names is not None else None
         self.description = description
+        self.skipped = list(skipped)
 
-    def select(self, split):
+    def select(self, split: str | list | None) -> "Source":
         """Keep only the named split(s) (a name, comma-separated names or a list)."""
         if split is None:
             return self
@@ -181,7 +337,9 @@ class Source:
                 f"split {split!r} not in source {self.description!r}; it has splits "
                 f"{sorted(self.splits)}."
             )
-        return Source({n: self.splits[n] for n in names}, self.label_names, self.description)
+        return Source(
+            {n: self.splits[n] for n in names}, self.label_names, self.description, self.skipped
+        )
 
 
 def _read_bytes(path):
@@ -195,47 +353,116 @@ def _read_bytes(path):
         return f.read()
 
 
-def _decode_file(path):
-    from PIL import Image
+_HIGH_DEPTH_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+_ALPHA_IMAGE_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_RAWMODE_16 = re.compile(r";16")
+
+
+def _bits_per_channel(pil):
+    """Bits per channel of an opened (not yet loaded) Pillow image: 8, 16 or 32.
+
+    Pillow opens 16-bit grey as mode "I;16" but reduces 16-bit RGB(A) PNGs to 8-bit "RGB(A)"
+    while decoding; the tile's raw mode ("RGB;16B") still says what the file holds.
+    """
+    if pil.mode in _HIGH_DEPTH_MODES:
+        return _HIGH_DEPTH_MODES[pil.mode]
+    for tile in getattr(pil, "tile", None) or ():
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args if isinstance(args, str) else (args[0] if args else None)
+        if isinstance(rawmode, str) and _RAWMODE_16.search(rawmode):
+            return 16
+    return 8
+
+
+def _to_array(pil, path, alpha):
+    """The uint8 HWC array stored for an opened, upright Pillow image (see the module docstring)."""
+    has_alpha = pil.mode in _ALPHA_IMAGE_MODES or "transparency" in pil.info
+    if not has_alpha:
+        return np.asarray(pil.convert("RGBA" if alpha == "keep" else "RGB"), dtype=np.uint8)
+    rgba = np.asarray(pil.convert("RGBA"), dtype=np.uint8)
+    a = rgba[:, :, 3:]
+    if alpha == "keep":
+        return rgba
+    if a.min() == 255:  # an alpha channel that is fully opaque holds no information
+        return np.ascontiguousarray(rgba[:, :, :3])
+    if alpha == "error":
+        transparent = int((a < 255).sum())
+        raise UnsupportedImageError(
+            path,
+            f"has {transparent} transparent pixel(s) (mode {pil.mode})",
+            "choose what to do with them: alpha='composite' blends the image onto a white "
+            "background, alpha='keep' stores RGBA (4 channels) (CLI: --alpha composite|keep)",
+        )
+    # Composite onto white, rounded: out = (rgb * a + 255 * (255 - a) + 127) // 255.
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    a = a.astype(np.uint32)
+    return ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+
+
+def _decode_file(path: str, alpha: str = "error") -> np.ndarray:
+    """Decode one image file to the uint8 HWC array that is stored (RGB, or RGBA with
+    alpha="keep"), upright per its EXIF orientation.
+
+    Raises:
+        CorruptImageError: the file cannot be read or decoded.
+        UnsupportedImageError: more than 8 bits per channel, or transparency with alpha="error".
+    """
+    from PIL import Image, ImageOps
 
     try:
         data = _read_bytes(path)
-        with Image.open(io.BytesIO(data)) as pil:
-            pil.load()  # Pillow raises on truncated or corrupt data here
-            rgb = pil.convert("RGB")
-        return np.asarray(rgb, dtype=np.uint8)
+        pil = Image.open(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - any decoder failure means "corrupt", reported by name
         raise CorruptImageError(path, f"{type(e).__name__}: {e}") from None
+    with pil:
+        bits = _bits_per_channel(pil)
+        if bits > 8:
+            raise UnsupportedImageError(
+                path,
+                f"has {bits} bits per channel (mode {pil.mode})",
+                "records hold 8-bit pixels and tfrecord_tools does not clip or rescale them "
+                "silently; reduce the image to 8 bits first (e.g. with NumPy "
+                "`(np.asarray(im) >> 8).astype(np.uint8)` for 16-bit data) or leave it out of "
+                "the folder",
+            )
+        try:
+            pil.load()  # Pillow raises on truncated or corrupt data here
+            ImageOps.exif_transpose(pil, in_place=True)  # turn it upright, drop the tag
+        except Exception as e:  # noqa: BLE001 - any decoder failure means "corrupt"
+            raise CorruptImageError(path, f"{type(e).__name__}: {e}") from None
+        return _to_array(pil, path, alpha)
 
 
-def iter_payload(payload):
+def iter_payload(payload: "ArrayPayload | FilePayload"):
     """Yield `(index, image uint8 HWC | None, label, filename, error | None)` for a shard payload.
 
     `error` is a `CorruptImageError` for an unreadable file (image is then None); array records
-    never fail. Runs in worker processes; imports neither TensorFlow nor Keras.
+    never fail. An `UnsupportedImageError` (16-bit image, transparency without an `alpha=`
+    choice) is raised, not yielded: `skip_corrupt` must not drop a readable image. Runs in
+    worker processes; imports neither TensorFlow nor Keras.
     """
-    kind = payload[0]
-    if kind == "array":
-        _, split, indices, images, labels = payload
-        for i, index in enumerate(indices):
-            img = np.asarray(images[i])
+    if isinstance(payload, ArrayPayload):
+        for i, index in enumerate(payload.indices):
+            img = np.asarray(payload.images[i])
             yield (
                 int(index),
                 (img[:, :, None] if img.ndim == 2 else img),
-                int(labels[i]),
-                f"{split}/{int(index)}",
+                int(payload.labels[i]),
+                f"{payload.split}/{int(index)}",
                 None,
             )
-    elif kind == "files":
-        _, split, indices, paths, labels, root = payload
-        for index, path, label in zip(indices, paths, labels):
+    elif isinstance(payload, FilePayload):
+        root = payload.root
+        for index, path, label in zip(payload.indices, payload.paths, payload.labels):
             name = os.path.relpath(path, root) if root and "://" not in path else path
             try:
-                yield int(index), _decode_file(path), int(label), name, None
+                image = _decode_file(path, payload.alpha)
             except CorruptImageError as e:
                 yield int(index), None, int(label), name, e
+            else:
+                yield int(index), image, int(label), name, None
     else:
-        raise ValueError(f"unknown payload kind {kind!r}")
+        raise ValueError(f"unknown payload {type(payload).__name__}")
 
 
 # --- scheme readers ------------------------------------------------------------------------
@@ -284,19 +511,12 @@ def _split_names(split):
 
 
 def _idx_source(directory, wanted=None):
-    from keras_tricks.datasets import read_idx
-
-    def find(stem):
-        for candidate in (stem, stem + ".gz"):
-            p = os.path.join(directory, candidate)
-            if os.path.exists(p):
-                return p
-        return None
+    from tfrecord_tools.idx import IDX_SPLITS, find_idx, read_idx
 
     splits = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = find(f"{prefix}-images-idx3-ubyte")
-        labels = find(f"{prefix}-labels-idx1-ubyte")
+    for split, prefix in IDX_SPLITS.items():
+        images = find_idx(directory, f"{prefix}-images-idx3-ubyte")
+        labels = find_idx(directory, f"{prefix}-labels-idx1-ubyte")
         if images and labels:
             if wanted is None or split in wanted:  # skip decompressing splits not asked for
                 splits[split] = ArraySplit(read_idx(images), read_idx(labels), split)
@@ -314,8 +534,8 @@ def _idx_source(directory, wanted=None):
             f"No IDX files in {directory!r}: expected train-images-idx3-ubyte[.gz], "
             "train-labels-idx1-ubyte[.gz] and/or the t10k-* pair."
         )
-    label_names = FASHION_MNIST_LABELS if "fashion" in os.path.abspath(directory).lower() else None
-    return Source(splits, label_names, f"idx:{directory}")
+    # IDX files hold no class names: they come from `label_names=` or `name=` (open_source).
+    return Source(splits, None, f"idx:{directory}")
 
 
 def _unpickle(path):
@@ -382,46 +602,88 @@ def _is_hidden(name):
     return name.startswith(".")
 
 
-def _folder_source(directory):
+def _warn_skipped(directory, skipped):
+    if not skipped:
+        return
+    listed = ", ".join(f"{entry!r} ({why})" for entry, why in skipped[:_MAX_LISTED])
+    more = f", and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
+    warnings.warn(
+        f"folder source {directory!r}: skipped {len(skipped)} entr"
+        f"{'y' if len(skipped) == 1 else 'ies'} that are not class folders or image files: "
+        f"{listed}{more}. Rename a hidden class folder (one starting with '.') to convert it.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _folder_source(directory, alpha="error"):
     import tensorflow as tf
 
     gfile = tf.io.gfile
     if not gfile.isdir(directory):
         raise ValueError(f"folder source {directory!r} is not a directory.")
+    base = directory.rstrip("/")
+    skipped = []  # (entry relative to `directory`, why), in listing order
 
-    def subdirs(d):
-        return sorted(
-            n.rstrip("/")
-            for n in gfile.listdir(d)
-            if not _is_hidden(n) and gfile.isdir(f"{d.rstrip('/')}/{n.rstrip('/')}")
-        )
+    def listing(d):
+        """(sub-folders, files) of `d` that are data; hidden entries go to `skipped`."""
+        folders, files = [], []
+        for n in sorted(gfile.listdir(d)):
+            n = n.rstrip("/")
+            rel = f"{d}/{n}"[len(base) + 1 :]
+            is_dir = gfile.isdir(f"{d}/{n}")
+            if _is_hidden(n):
+                skipped.append(
+                    (rel + ("/" if is_dir else ""), f"hidden {'folder' if is_dir else 'file'}")
+                )
+            elif is_dir:
+                folders.append(n)
+            else:
+                files.append(n)
+        return folders, files
 
-    top = subdirs(directory)
-    split_dirs = [s for s in top if s in _FOLDER_SPLITS and subdirs(f"{directory.rstrip('/')}/{s}")]
-    roots = (
-        {s: f"{directory.rstrip('/')}/{s}" for s in split_dirs}
-        if split_dirs
-        else {"train": directory.rstrip("/")}
-    )
-    classes = sorted({c for root in roots.values() for c in subdirs(root)})
+    top, top_files = listing(base)
+    split_dirs = [s for s in top if s in _FOLDER_SPLITS and _has_folders(gfile, f"{base}/{s}")]
+    class_dirs = {}
+    if split_dirs:
+        roots = {s: f"{base}/{s}" for s in split_dirs}
+        skipped += [(f"{n}/", "folder beside the split folders") for n in top if n not in roots]
+        skipped += [(n, "file beside the split folders") for n in top_files]
+        for split, root in roots.items():
+            class_dirs[split], files = listing(root)
+            skipped += [(f"{split}/{n}", "file beside the class folders") for n in files]
+    else:
+        roots = {"train": base}
+        class_dirs["train"] = top
+        skipped += [(n, "file beside the class folders") for n in top_files]
+    classes = sorted({c for folders in class_dirs.values() for c in folders})
     if not classes:
+        _warn_skipped(directory, skipped)
         raise ValueError(f"folder source {directory!r} has no class sub-folders (one per class).")
     splits = {}
     for split, root in roots.items():
         paths, labels = [], []
         for label, cls in enumerate(classes):
-            cdir = f"{root}/{cls}"
-            if not gfile.isdir(cdir):
+            if cls not in class_dirs[split]:
                 continue
-            for fname in sorted(gfile.listdir(cdir)):
-                full = f"{cdir}/{fname.rstrip('/')}"
-                # Hidden files (.DS_Store) are not data; every other file must be an image.
-                if _is_hidden(fname) or gfile.isdir(full):
-                    continue
-                paths.append(full)
+            cdir = f"{root}/{cls}"
+            folders, files = listing(cdir)
+            skipped += [
+                (f"{cdir[len(base) + 1 :]}/{n}/", "folder inside a class folder") for n in folders
+            ]
+            for fname in files:
+                paths.append(f"{cdir}/{fname}")
                 labels.append(label)
-        splits[split] = FileSplit(paths, np.asarray(labels, np.int64), split, root=root)
-    return Source(splits, classes, f"folder:{directory}")
+        splits[split] = FileSplit(
+            paths, np.asarray(labels, np.int64), split, root=root, alpha=alpha
+        )
+    _warn_skipped(directory, skipped)
+    return Source(splits, classes, f"folder:{directory}", skipped=skipped)
+
+
+def _has_folders(gfile, d):
+    names = [n.rstrip("/") for n in gfile.listdir(d)]
+    return any(not _is_hidden(n) and gfile.isdir(f"{d}/{n}") for n in names)
 
 
 def _tfds_source(name, wanted=None):
@@ -478,18 +740,52 @@ def _keras_source(name):
         "train": ArraySplit(x_train, y_train, "train"),
         "test": ArraySplit(x_test, y_test, "test"),
     }
-    return Source(splits, _KERAS_LABELS.get(name), f"keras:{name}")
+    return Source(splits, KNOWN_LABEL_NAMES.get(name), f"keras:{name}")
 
 
-def open_source(source, split=None, label_names=None, cifar_label_mode="fine"):
+def _resolve_label_names(label_names):
+    if label_names is None:
+        return None
+    if isinstance(label_names, str):
+        if label_names not in KNOWN_LABEL_NAMES:
+            raise ValueError(
+                "label_names must be a list of class names (index = label) or the name of a "
+                f"known dataset, one of {sorted(KNOWN_LABEL_NAMES)}; received "
+                f"label_names={label_names!r}."
+            )
+        return list(KNOWN_LABEL_NAMES[label_names])
+    names = list(label_names)
+    if not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"label_names must be a list of str (index = label); received label_names={names!r}."
+        )
+    return names
+
+
+def open_source(
+    source: Any,
+    split: str | list | None = None,
+    label_names: list | str | None = None,
+    cifar_label_mode: str = "fine",
+    *,
+    name: str | None = None,
+    alpha: str = "error",
+) -> Source:
     """Open a raw dataset named by `scheme:PATH` (see module docstring) or given as arrays.
 
     Args:
         source: "numpy:FILE.npz", "idx:DIR", "cifar:DIR", "folder:DIR", "tfds:NAME",
             "keras:NAME"; or `(x, y)`; or `{split: (x, y)}`; or a `Source`.
         split: keep only this split (name, comma-separated names or list); None keeps all.
-        label_names: override the class names (list of str, index = label).
+        label_names: override the class names: a list of str (index = label), or the name of
+            a known dataset in `KNOWN_LABEL_NAMES` ("mnist", "fashion_mnist", "cifar10").
         cifar_label_mode: "fine" or "coarse" labels for CIFAR-100.
+        name: the dataset's name as the user gave it (`convert(name=...)`, CLI `--name`). A
+            source without class names of its own (IDX, or `.npz` without `label_names`) gets
+            the names of the known dataset of that name, if there is one. Never derived from
+            the path.
+        alpha: transparent pixels of image files: "error" (default; refuse the file, naming
+            it), "composite" (onto white), "keep" (store RGBA). See the module docstring.
 
     Returns:
         A `Source`.
@@ -498,10 +794,12 @@ def open_source(source, split=None, label_names=None, cifar_label_mode="fine"):
 
     ```python
     from tfrecord_tools.sources import open_source
-    src = open_source("idx:/usr/share/datasets/fashion-mnist", split="test")
-    src.splits["test"].num_records  # 10000
+    src = open_source("idx:/usr/share/datasets/fashion-mnist", split="test", name="fashion_mnist")
+    src.splits["test"].num_records, src.label_names[9]  # (10000, 'Ankle boot')
     ```
     """
+    label_names = _resolve_label_names(label_names)
+    _check_alpha(alpha)
     if isinstance(source, Source):
         src = source
     elif isinstance(source, (str, os.PathLike)):
@@ -522,15 +820,17 @@ def open_source(source, split=None, label_names=None, cifar_label_mode="fine"):
         elif scheme == "cifar":
             src = _cifar_source(rest, cifar_label_mode, wanted)
         elif scheme == "folder":
-            src = _folder_source(rest)
+            src = _folder_source(rest, alpha)
         elif scheme == "tfds":
             src = _tfds_source(rest, wanted)
         else:
             src = _keras_source(rest)
     else:
         src = _from_arrays(source, split, label_names)
+    if label_names is None and src.label_names is None and name in KNOWN_LABEL_NAMES:
+        label_names = list(KNOWN_LABEL_NAMES[name])
     if label_names is not None:
-        src = Source(src.splits, label_names, src.description)
+        src = Source(src.splits, label_names, src.description, src.skipped)
     src = src.select(split)
     if src.label_names is not None:
         for s in src.splits.values():
