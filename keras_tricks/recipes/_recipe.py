@@ -99,6 +99,12 @@ class Hyperparameters(Mapping):
     def entry(self, name: str) -> Hyperparameter:
         return self._entries[name]
 
+    def replace(self, name: str, value: Any, source: str) -> Hyperparameters:
+        """A copy with `name` set to `value` (derived values, e.g. a rescaled schedule)."""
+        entries = dict(self._entries)
+        entries[name] = Hyperparameter(value, source)
+        return Hyperparameters(entries, self.overridden)
+
     def items_with_sources(self):
         return self._entries.items()
 
@@ -315,6 +321,10 @@ def training_stream(
     start = tf.Variable(0, dtype=tf.int64, trainable=False, name="start_epoch")
 
     def one_epoch(epoch):
+        # The order must depend on (seed, epoch) alone, not on TF's global seed; and TF's
+        # get_seed() compares (global_seed, op_seed) == (0, 0) in Python, which fails for a
+        # tensor op seed when the global seed is 0. So this function's graph gets a fixed seed.
+        tf.compat.v1.get_default_graph().seed = 1
         shuffled = base.shuffle(
             buffer, seed=_epoch_seed(seed, epoch), reshuffle_each_iteration=False
         )
@@ -425,8 +435,11 @@ class Recipe:
 
     Attributes (all public; change them before `fit` to experiment):
         name: the recipe's name.
-        network: the classifier (what is evaluated and exported).
-        model: what `fit` trains: `augmentation` (identity at inference) then `network`.
+        network: the network proper (e.g. `resnet9(...)`).
+        classifier: `preprocessing` (e.g. `Normalize`) then `network`, on the data's raw images:
+            what `evaluate` scores and `save` exports.
+        model: what `fit` trains: `preprocessing`, then `augmentation` (random layers, identity
+            at inference), then `network`. All three share their weights.
         optimizer, loss, metrics: passed to `model.compile`.
         train_data: `tf.data.Dataset` of training batches (endless; see `steps_per_epoch`).
         validation_data, test_data: evaluation `tf.data.Dataset`s or None.
@@ -458,6 +471,7 @@ class Recipe:
         epochs: int,
         batch_size: int,
         hparams: Hyperparameters,
+        preprocessing: Sequence[keras.layers.Layer] = (),
         augmentation: Sequence[keras.layers.Layer] = (),
         metrics: Sequence[Any] = ("accuracy",),
         validation_data=None,
@@ -469,7 +483,10 @@ class Recipe:
     ):
         self.name = name
         self.network = network
-        self.model = _with_augmentation(network, augmentation, train.dataset)
+        self.classifier = _assemble(network, preprocessing, train.dataset, f"{name}_classifier")
+        self.model = _assemble(
+            network, [*preprocessing, *augmentation], train.dataset, f"{name}_train"
+        )
         self.optimizer = optimizer
         self.loss = loss
         self.metrics = list(metrics)
@@ -529,6 +546,7 @@ class Recipe:
             _write_bytes(join(self.work_dir, "hparams.json"), self.hparams.to_json().encode())
         extra = list(fit_kwargs.pop("callbacks", []))
         kwargs = dict(
+            shuffle=False,  # the training stream shuffles itself, per epoch
             epochs=self.epochs,
             steps_per_epoch=self.steps_per_epoch,
             validation_data=self.validation_data,
@@ -540,12 +558,15 @@ class Recipe:
         return history
 
     def inference_model(self) -> keras.Model:
-        """The network wrapped in `TestTimeAugmentation` (when the recipe uses TTA)."""
+        """`classifier` wrapped in `TestTimeAugmentation` (when the recipe uses TTA)."""
         if not self.tta:
-            return self.network
+            return self.classifier
         from keras_tricks.training import TestTimeAugmentation
 
-        return TestTimeAugmentation(self.network, **self.tta)
+        model = TestTimeAugmentation(self.classifier, **self.tta)
+        spec = self.train_data.element_spec[0]
+        model(np.zeros([1, *spec.shape[1:]], spec.dtype.name))  # build it, so it saves whole
+        return model
 
     def _averaged(self):
         import contextlib
@@ -615,14 +636,44 @@ class Recipe:
         )
 
 
-def _with_augmentation(network, augmentation, dataset):
-    """`network` with the augmentation layers in front (a functional model on the data's dtype)."""
-    augmentation = list(augmentation)
-    if not augmentation:
+def _assemble(network, layers, dataset, name):
+    """Input (the data's shape and dtype) -> `layers` -> `network`, as a functional model."""
+    layers = list(layers)
+    if not layers:
         return network
     spec = dataset.element_spec[0]
     inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name="images")
     x = inputs
-    for layer in augmentation:
+    for layer in layers:
         x = layer(x)
-    return keras.Model(inputs, network(x), name=f"train_{network.name}")
+    return keras.Model(inputs, network(x), name=name)
+
+
+# ------------------------------------------------------------------------------ data sources
+_SCHEMES = ("numpy:", "idx:", "cifar:", "folder:", "tfds:", "keras:")
+
+
+def split_source(data, split: str, tfrecord_dir: str | None = None, name: str | None = None):
+    """What `training_stream` / `input_pipeline` read for `split` of a recipe's `data`.
+
+    `data` is a `tfrecord_tools` directory (local or `gs://`), a raw source named with a scheme
+    (`cifar:DIR`, `idx:DIR`, `folder:DIR`, `numpy:FILE.npz`, ...: converted once to TFRecord
+    shards in `tfrecord_dir`, later runs reuse them) or a dict `{split: (images, labels)}`.
+    """
+    if isinstance(data, Mapping):
+        if split not in data:
+            fail("data", f"a dict with a {split!r} entry", sorted(data))
+        return data[split]
+    if not isinstance(data, (str, os.PathLike)):
+        fail("data", "a TFRecord directory, a 'scheme:PATH' source or a dict of arrays", data)
+    data = os.fspath(data)
+    if data.startswith(_SCHEMES):
+        if tfrecord_dir is None:
+            fail("tfrecord_dir", f"a directory to convert {data!r} into (or pass work_dir=)", None)
+        import tfrecord_tools
+
+        manifest = join(tfrecord_dir, "manifest.json")
+        if not _exists(manifest):
+            tfrecord_tools.convert(data, tfrecord_dir, name=name, progress=False)
+        return tfrecord_dir
+    return data
