@@ -7,6 +7,16 @@ augmentation layers of this package::
     from keras_tricks.training import TestTimeAugmentation
 """
 
+from keras_tricks.training.distillation import HintonDistiller
+from keras_tricks.training.mean_teacher import MeanTeacher, TwoStreamBatches, sigmoid_rampup
+from keras_tricks.training.stability import StabilityTraining
 from keras_tricks.training.tta import TestTimeAugmentation
 
-__all__ = ["TestTimeAugmentation"]
+__all__ = [
+    "HintonDistiller",
+    "MeanTeacher",
+    "StabilityTraining",
+    "TestTimeAugmentation",
+    "TwoStreamBatches",
+    "sigmoid_rampup",
+]

@@ -1,0 +1,355 @@
+"""Mean teacher: semi-supervised training against an exponential moving average of the model."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_tricks._checks import check_int, check_number
+from keras_tricks._ema import ema_values, ema_variables
+from keras_tricks.training._common import (
+    check_bool,
+    check_classifier,
+    check_logits,
+    check_model,
+    probabilities,
+)
+
+UNLABELLED = -1
+
+
+def sigmoid_rampup(step, rampup_steps):
+    """The mean teacher's ramp-up `exp(-5 (1 - t)**2)`, `t = clip(step / rampup_steps, 0, 1)`.
+
+    As `sigmoid_rampup` of the reference code (CuriousAI/mean-teacher, after Laine & Aila
+    2017); 1 from the end of the ramp on, and always 1 when `rampup_steps` is 0.
+    """
+    if rampup_steps == 0:
+        return 1.0
+    phase = 1.0 - min(max(float(step), 0.0), rampup_steps) / rampup_steps
+    return math.exp(-5.0 * phase * phase)
+
+
+def _split_labels(y):
+    """(labels with -1 replaced by 0, float mask: 1 for labelled rows, 0 for unlabelled)."""
+    y = ops.convert_to_tensor(y)
+    if len(y.shape) >= 2 and y.shape[-1] not in (None, 1):
+        # One-hot or soft labels: a row of -1s (any negative entry) marks an unlabelled image.
+        labelled = ops.all(ops.greater_equal(y, 0), axis=-1)
+        clean = ops.where(ops.expand_dims(labelled, -1), y, ops.zeros_like(y))
+    else:
+        labelled = ops.greater_equal(y, 0)
+        clean = ops.where(labelled, y, ops.zeros_like(y))
+        labelled = ops.reshape(labelled, (-1,))
+    return clean, ops.cast(labelled, "float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_tricks")
+class MeanTeacher(keras.Model):
+    """Semi-supervised training: a student learns from labels and from its own weight average.
+
+    Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS 2017,
+    https://arxiv.org/abs/1703.01780; reference code https://github.com/CuriousAI/mean-teacher.
+    The teacher is an exponential moving average (EMA) of the student's weights, BatchNorm
+    statistics included; the student is trained on the labelled images' task loss plus a
+    consistency cost between its softmax and the teacher's on every image. Labelled and
+    unlabelled images share a batch; unlabelled ones carry the label -1 (a row of -1s for
+    one-hot labels). After each step `n` (0-based) of the optimizer:
+
+    ```python
+    t = min(n / rampup_steps, 1)                         # at training step n
+    w = consistency_weight * exp(-5 * (1 - t) ** 2)      # the paper's sigmoid ramp-up
+    labelled = y != -1
+    class_loss = sum(task_loss(y, f_student(x)) * labelled) / batch_size   # compiled loss
+    consistency = mean((softmax(f_student(x)) - softmax(stop_gradient(f_teacher(x)))) ** 2)
+    loss = class_loss + w * consistency
+    # after the optimizer step:
+    d = min(ema_decay, 1 - 1 / (n + 2))                  # the reference's true average at first
+    teacher = d * teacher + (1 - d) * student            # every weight and BN statistic
+    ```
+
+    As in the reference: the class cost divides by the whole batch, the consistency is the mean
+    squared difference of the softmaxes over classes and images (labelled ones included), the
+    teacher's output carries no gradient, and both models run in training mode, so augmentation
+    layers and dropout inside the model draw independently for each. The teacher is frozen
+    (`trainable = False`), so its BatchNorm layers use the averaged statistics. The EMA update is
+    `keras_tricks._ema.ema_values` (the arithmetic of `callbacks.ExponentialMovingAverage`) over
+    the variables `ema_variables` selects, run inside the compiled train step.
+
+    `evaluate`, `predict`, calling the model and `validation_data` use the teacher;
+    `.student` and `.teacher` are the two Keras models. Training-time compile `metrics` also
+    count unlabelled rows (as class 0); pass them as `weighted_metrics` to count labelled rows
+    only. With the labels in a separate, smaller set, `TwoStreamBatches` builds the mixed
+    batches. `consistency_loss` is logged.
+
+    Example:
+
+    ```python
+    import keras
+    import numpy as np
+    from keras_tricks.training import MeanTeacher
+
+    net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3),
+                            keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    x = np.random.rand(64, 28, 28, 1).astype("float32")
+    y = np.random.randint(0, 10, 64)
+    y[16:] = -1                                          # 16 labels, 48 unlabelled images
+    model = MeanTeacher(net, ema_decay=0.99, consistency_weight=1.0, rampup_steps=100)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=["accuracy"])
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    teacher_predictions = model.predict(x, verbose=0)
+    ```
+
+    Args:
+        model: The student, a built classifier returning (batch, classes) logits (or
+            probabilities, see `from_logits`); the teacher starts as a copy of it
+            (`keras.models.clone_model`).
+        ema_decay: EMA decay of the teacher in [0, 1) (0.99 in the paper during ramp-up).
+        consistency_weight: Maximum weight of the consistency cost, >= 0 (the reference uses
+            up to 100 with this mean-squared cost on CIFAR-10 and SVHN).
+        rampup_steps: Training steps over which the consistency weight ramps up, >= 0
+            (the reference TensorFlow code: 40000).
+        from_logits: Whether `model` returns logits (True) or probabilities.
+        **kwargs: Passed to `keras.Model` (e.g. `name`).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        ema_decay: float = 0.99,
+        consistency_weight: float = 1.0,
+        rampup_steps: int = 40000,
+        from_logits: bool = True,
+        **kwargs,
+    ):
+        check_model("model", model)
+        ema_decay = check_number("ema_decay", ema_decay)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"`ema_decay` must be in [0, 1). Received: ema_decay={ema_decay!r}")
+        consistency_weight = check_number("consistency_weight", consistency_weight, non_negative=True)
+        rampup_steps = check_int("rampup_steps", rampup_steps, minimum=0)
+        from_logits = check_bool("from_logits", from_logits)
+        if not model.built or not model.weights:
+            raise ValueError(
+                "`model` must be built (have its weights) so the teacher can copy them; give it "
+                f"a `keras.Input` or call `model.build(input_shape)`. Received: model={model!r}"
+            )
+        check_classifier("model", model)
+        super().__init__(**kwargs)
+        teacher = keras.models.clone_model(model)
+        teacher.set_weights(model.get_weights())
+        teacher.trainable = False
+        # Distinct names keep the two models apart in saved files.
+        teacher.name = f"{model.name}_teacher"
+        self.student = model
+        self.teacher = teacher
+        self.ema_decay = ema_decay
+        self.consistency_weight = consistency_weight
+        self.rampup_steps = rampup_steps
+        self.from_logits = from_logits
+        self.teacher_updates = keras.Variable(
+            0, dtype="int32", trainable=False, name="teacher_updates"
+        )
+        self.consistency_loss_tracker = keras.metrics.Mean(name="consistency_loss")
+        for s, t in self._pairs():
+            if tuple(s.shape) != tuple(t.shape):
+                raise ValueError(
+                    "`model` could not be copied into a teacher with the same variables "
+                    f"({s.path} {s.shape} vs {t.path} {t.shape}). Received: model={model!r}"
+                )
+
+    # ------------------------------------------------------------------ teacher
+    def _pairs(self):
+        # Student and clone list their weights in the same order; pair them positionally.
+        selected = {id(v) for v in ema_variables(self.student, include_non_trainable=True)}
+        return [
+            (s, t)
+            for s, t in zip(self.student.weights, self.teacher.weights)
+            if id(s) in selected
+        ]
+
+    def current_ema_decay(self, updates):
+        """The decay of the teacher update that follows `updates` earlier updates."""
+        return ops.minimum(self.ema_decay, 1.0 - 1.0 / (ops.cast(updates, "float32") + 2.0))
+
+    def current_consistency_weight(self, step):
+        """`consistency_weight * sigmoid_rampup(step, rampup_steps)`, as a tensor."""
+        if self.rampup_steps == 0:
+            return ops.convert_to_tensor(self.consistency_weight, "float32")
+        t = ops.clip(ops.cast(step, "float32") / float(self.rampup_steps), 0.0, 1.0)
+        return self.consistency_weight * ops.exp(-5.0 * ops.square(1.0 - t))
+
+    def update_teacher(self):
+        """Fold the student's current weights into the teacher (one EMA step)."""
+        pairs = self._pairs()
+        decay = self.current_ema_decay(self.teacher_updates)
+        new = ema_values(decay, [t for _, t in pairs], [s for s, _ in pairs])
+        for (_, teacher_variable), value in zip(pairs, new):
+            teacher_variable.assign(value)
+        self.teacher_updates.assign(self.teacher_updates + 1)
+
+    # ------------------------------------------------------------------- model
+    def call(self, inputs, training=None):
+        if training:
+            return self.student(inputs, training=True)
+        return self.teacher(inputs, training=False)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        check_logits("model", y_pred)
+        y, mask = _split_labels(y)
+        weight = mask if sample_weight is None else ops.cast(sample_weight, mask.dtype) * mask
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=weight, training=training
+        )
+        if not training:
+            return loss
+        target = ops.stop_gradient(self.teacher(x, training=True))
+        p_student = probabilities(y_pred, self.from_logits)
+        p_teacher = probabilities(target, self.from_logits)
+        consistency = ops.mean(ops.square(p_student - ops.cast(p_teacher, p_student.dtype)))
+        self.consistency_loss_tracker.update_state(consistency)
+        w = self.current_consistency_weight(self.teacher_updates)
+        return loss + ops.cast(w, consistency.dtype) * consistency
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y, mask = _split_labels(y)
+        weight = mask if sample_weight is None else ops.cast(sample_weight, mask.dtype) * mask
+        return super().compute_metrics(x, y, y_pred, sample_weight=weight)
+
+    def train_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_train_step(*args)
+        logs = super().train_step(*args)
+        self.update_teacher()  # after the optimizer step, as the reference
+        return logs
+
+    def _jax_train_step(self, state, data):
+        logs, state = super().train_step(state, data)
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        mapping = list(zip(self.trainable_variables, trainable))
+        mapping += list(zip(self.non_trainable_variables, non_trainable))
+        # The same update code, run statelessly on the step's new values.
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self.update_teacher()
+        non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
+        return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.student),
+            "ema_decay": self.ema_decay,
+            "consistency_weight": self.consistency_weight,
+            "rampup_steps": self.rampup_steps,
+            "from_logits": self.from_logits,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)
+
+
+class TwoStreamBatches(keras.utils.PyDataset):
+    """Batches of labelled and unlabelled images together, from two separate sets.
+
+    The reference's `TwoStreamBatchSampler` (CuriousAI/mean-teacher): every batch holds
+    `labelled_batch_size` labelled images, cycled through in a fresh random order as often as
+    needed, and `batch_size - labelled_batch_size` unlabelled ones; an epoch is one pass over
+    the unlabelled set. Unlabelled images get the label -1, as `MeanTeacher` expects:
+
+    ```python
+    for i in range(len(x_unlabelled) // (batch_size - labelled_batch_size)):
+        x = concat(x_labelled[next labelled_batch_size], x_unlabelled[next unlabelled part])
+        y = concat(y_labelled[same], [-1] * unlabelled part)
+    ```
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tricks.training import TwoStreamBatches
+
+    x_l, y_l = np.random.rand(100, 28, 28, 1), np.random.randint(0, 10, 100)
+    x_u = np.random.rand(900, 28, 28, 1)
+    batches = TwoStreamBatches(x_l, y_l, x_u, batch_size=100, labelled_batch_size=25, seed=0)
+    x, y = batches[0]                        # 25 labelled, then 75 with label -1
+    ```
+
+    Args:
+        x_labelled: Labelled images (a NumPy array).
+        y_labelled: Their labels: integers (N,) or one-hot/soft (N, classes).
+        x_unlabelled: Unlabelled images, same shape per image as `x_labelled`.
+        batch_size: Images per batch.
+        labelled_batch_size: Labelled images per batch, in [1, batch_size).
+        seed: Seed of the shuffling (None: random).
+        **kwargs: Passed to `keras.utils.PyDataset` (`workers`, `use_multiprocessing`, ...).
+    """
+
+    def __init__(
+        self,
+        x_labelled,
+        y_labelled,
+        x_unlabelled,
+        batch_size: int = 256,
+        labelled_batch_size: int = 64,
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        batch_size = check_int("batch_size", batch_size, minimum=2)
+        labelled_batch_size = check_int("labelled_batch_size", labelled_batch_size)
+        if labelled_batch_size >= batch_size:
+            raise ValueError(
+                "`labelled_batch_size` must be smaller than `batch_size`. "
+                f"Received: labelled_batch_size={labelled_batch_size!r}, batch_size={batch_size!r}"
+            )
+        self.x_labelled = np.asarray(x_labelled)
+        self.y_labelled = np.asarray(y_labelled)
+        self.x_unlabelled = np.asarray(x_unlabelled)
+        if len(self.x_labelled) != len(self.y_labelled) or not len(self.x_labelled):
+            raise ValueError(
+                "`x_labelled` and `y_labelled` must hold the same, non-zero number of rows. "
+                f"Received: {len(self.x_labelled)} images and {len(self.y_labelled)} labels"
+            )
+        if self.x_labelled.shape[1:] != self.x_unlabelled.shape[1:]:
+            raise ValueError(
+                "`x_unlabelled` must have the per-image shape of `x_labelled`. Received: "
+                f"{self.x_unlabelled.shape[1:]} vs {self.x_labelled.shape[1:]}"
+            )
+        self.batch_size = batch_size
+        self.labelled_batch_size = labelled_batch_size
+        self.unlabelled_batch_size = batch_size - labelled_batch_size
+        if len(self.x_unlabelled) < self.unlabelled_batch_size:
+            raise ValueError(
+                f"`x_unlabelled` must hold at least one batch ({self.unlabelled_batch_size} "
+                f"images). Received: {len(self.x_unlabelled)} images"
+            )
+        self._rng = np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self):
+        return len(self.x_unlabelled) // self.unlabelled_batch_size
+
+    def on_epoch_end(self):
+        n = len(self)
+        self._unlabelled_order = self._rng.permutation(len(self.x_unlabelled))
+        needed = n * self.labelled_batch_size
+        passes = -(-needed // len(self.x_labelled))
+        self._labelled_order = np.concatenate(
+            [self._rng.permutation(len(self.x_labelled)) for _ in range(passes)]
+        )
+
+    def __getitem__(self, index):
+        lb, ub = self.labelled_batch_size, self.unlabelled_batch_size
+        li = self._labelled_order[index * lb : (index + 1) * lb]
+        ui = self._unlabelled_order[index * ub : (index + 1) * ub]
+        x = np.concatenate([self.x_labelled[li], self.x_unlabelled[ui]])
+        y_l = self.y_labelled[li]
+        fill = np.full((ub,) + y_l.shape[1:], UNLABELLED, dtype=y_l.dtype)
+        return x, np.concatenate([y_l, fill])
