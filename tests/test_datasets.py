@@ -96,3 +96,18 @@ def test_load_fashion_mnist_reads_uncompressed_files(tmp_path):
 def test_load_fashion_mnist_missing_explicit_dir_names_the_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         load_fashion_mnist(tmp_path)
+
+
+def test_load_fashion_mnist_prefers_the_uncompressed_file_when_both_exist(tmp_path):
+    # One lookup rule shared with tfrecord_tools' idx: source (tfrecord_tools.idx.find_idx).
+    rng = np.random.default_rng(1)
+    for stem, shape in (("train", (2, 28, 28)), ("t10k", (1, 28, 28))):
+        images = rng.integers(0, 256, shape, dtype=np.uint8)
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte", images, 0x08)
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", 255 - images, 0x08, compress=True)
+        _write_idx(
+            tmp_path / f"{stem}-labels-idx1-ubyte.gz", np.zeros(shape[0], np.uint8), 0x08, True
+        )
+    (x_train, _), (x_test, _) = load_fashion_mnist(tmp_path)
+    np.testing.assert_array_equal(x_train, read_idx(tmp_path / "train-images-idx3-ubyte"))
+    np.testing.assert_array_equal(x_test, read_idx(tmp_path / "t10k-images-idx3-ubyte"))

@@ -10,6 +10,7 @@ import os
 import pickle
 import struct
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -227,3 +228,235 @@ def test_arrays_with_bad_labels_or_split_are_rejected():
 def test_missing_folder_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="is not a directory"):
         open_source(f"folder:{os.path.join(str(tmp_path), 'nope')}")
+
+
+# --- images kept faithful or refused (folder sources) ------------------------------------------
+
+
+def _png16_rgb(array):
+    # A 16-bit RGB PNG written by hand from the PNG spec (Pillow cannot write one): IHDR with
+    # bit depth 16, colour type 2, then big-endian samples, filter type 0 on every row.
+    h, w, _ = array.shape
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    rows = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _one_image_folder(root, save):
+    (root / "a").mkdir(parents=True)
+    path = root / "a" / "img.png"
+    save(path)
+    return open_source(f"folder:{root}"), str(path)
+
+
+# EXIF 2.32, tag 0x0112 (Orientation): how the stored rows must be turned to be shown upright.
+@pytest.mark.parametrize(
+    "orientation, upright",
+    [
+        (1, lambda a: a),
+        (2, np.fliplr),  # mirrored horizontally
+        (3, lambda a: np.rot90(a, 2)),  # rotated 180 degrees
+        (6, lambda a: np.rot90(a, -1)),  # shown rotated 90 degrees clockwise
+        (8, lambda a: np.rot90(a, 1)),  # shown rotated 90 degrees counter-clockwise
+    ],
+)
+def test_folder_images_are_stored_upright_per_their_exif_orientation(
+    tmp_path, orientation, upright
+):
+    stored = np.random.default_rng(4).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    src, _ = _one_image_folder(tmp_path / "d", lambda p: Image.fromarray(stored).save(p, exif=exif))
+    [(_, image, _, _, error)] = _records(src.splits["train"])
+    assert error is None
+    np.testing.assert_array_equal(image, upright(stored))
+
+
+@pytest.mark.parametrize("kind", ["grey", "rgb"])
+def test_16_bit_images_are_refused_naming_the_file_never_clipped(tmp_path, kind):
+    from tfrecord_tools.sources import UnsupportedImageError
+
+    values = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000  # up to 55000, > 255
+
+    def save(path):
+        if kind == "grey":
+            Image.fromarray(values).save(path)  # Pillow writes mode I;16 as a 16-bit PNG
+        else:
+            path.write_bytes(_png16_rgb(np.stack([values] * 3, axis=-1)))
+
+    src, path = _one_image_folder(tmp_path / "d", save)
+    with pytest.raises(UnsupportedImageError, match="has 16 bits per channel") as info:
+        _records(src.splits["train"])
+    assert info.value.filename == path and path in str(info.value)
+    assert ">> 8" in str(info.value)  # says what to do
+
+
+def _rgba():
+    rgba = np.random.default_rng(5).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    rgba[0, 0, 3], rgba[0, 1, 3], rgba[0, 2, 3] = 0, 255, 128  # transparent, opaque, half
+    return rgba
+
+
+def test_transparent_image_is_refused_by_default_naming_the_file_and_the_option(tmp_path):
+    from tfrecord_tools.sources import UnsupportedImageError
+
+    rgba = _rgba()
+    src, path = _one_image_folder(tmp_path / "d", lambda p: Image.fromarray(rgba).save(p))
+    with pytest.raises(UnsupportedImageError, match="transparent pixel") as info:
+        _records(src.splits["train"])
+    assert path in str(info.value) and "alpha='composite'" in str(info.value)
+    assert "alpha='keep'" in str(info.value)
+
+
+def test_alpha_composite_blends_onto_white_and_keep_stores_rgba(tmp_path):
+    rgba = _rgba()
+    root = tmp_path / "d"
+    _one_image_folder(root, lambda p: Image.fromarray(rgba).save(p))
+    composite = open_source(f"folder:{root}", alpha="composite").splits["train"]
+    [(_, image, _, _, _)] = _records(composite)
+    # Porter-Duff "over" onto an opaque white background, rounded to the nearest integer.
+    a = rgba[:, :, 3:].astype(np.float64) / 255
+    expected = np.round(rgba[:, :, :3] * a + 255 * (1 - a)).astype(np.uint8)
+    np.testing.assert_array_equal(image, expected)
+    assert tuple(image[0, 0]) == (255, 255, 255) and tuple(image[0, 1]) == tuple(rgba[0, 1, :3])
+    [(_, kept, _, _, _)] = _records(open_source(f"folder:{root}", alpha="keep").splits["train"])
+    np.testing.assert_array_equal(kept, rgba)
+
+
+def test_opaque_alpha_is_dropped_and_keep_gives_every_image_four_channels(tmp_path):
+    rgba = _rgba()
+    rgba[:, :, 3] = 255
+    root = tmp_path / "d"
+    _one_image_folder(root, lambda p: Image.fromarray(rgba).save(p))
+    rgb = np.zeros((2, 2, 3), np.uint8) + 7
+    Image.fromarray(rgb).save(root / "a" / "rgb.png")
+    [(_, opaque, *_), (_, plain, *_)] = _records(open_source(f"folder:{root}").splits["train"])
+    np.testing.assert_array_equal(opaque, rgba[:, :, :3])  # nothing to lose: no error
+    np.testing.assert_array_equal(plain, rgb)
+    kept = _records(open_source(f"folder:{root}", alpha="keep").splits["train"])
+    np.testing.assert_array_equal(kept[1][1], np.dstack([rgb, np.full((2, 2), 255, np.uint8)]))
+    with pytest.raises(ValueError, match="alpha must be one of \\('error', 'composite', 'keep'\\)"):
+        open_source(f"folder:{root}", alpha="drop")
+
+
+def test_every_skipped_folder_entry_is_named_in_one_warning(tmp_path):
+    root = tmp_path / "d"
+    _write_folder(root)  # cat/.DS_Store is hidden
+    (root / ".secret").mkdir()
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(root / ".secret" / "x.png")
+    (root / "README.txt").write_text("not an image")
+    (root / "dog" / "nested").mkdir()
+    with pytest.warns(UserWarning) as record:
+        src = open_source(f"folder:{root}")
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "skipped 4 entries" in message
+    for entry, why in [
+        (".secret/", "hidden folder"),
+        ("README.txt", "file beside the class folders"),
+        ("cat/.DS_Store", "hidden file"),
+        ("dog/nested/", "folder inside a class folder"),
+    ]:
+        assert f"'{entry}' ({why})" in message
+    assert src.label_names == ["cat", "dog", "emu"] and len(src.skipped) == 4
+
+
+def test_folder_beside_split_folders_is_named_in_the_warning(tmp_path):
+    _write_folder(tmp_path / "d" / "train")
+    (tmp_path / "d" / "extra" / "emu").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="'extra/' \\(folder beside the split folders\\)"):
+        src = open_source(f"folder:{tmp_path / 'd'}")
+    assert list(src.splits) == ["train"]
+
+
+# --- arrays checked before anything is written -------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_arrays_are_refused_with_the_scaling_hint(dtype):
+    x = np.random.default_rng(6).random((3, 4, 4)).astype(dtype)  # 0..1, as often after /255
+    with pytest.raises(
+        ValueError, match=f"images of split 'train' are {np.dtype(dtype).name}"
+    ) as e:
+        open_source((x, np.arange(3)))
+    assert "Scale the images to 0..255 and cast them to uint8" in str(e.value)
+    with pytest.raises(ValueError, match="image 1 of split 'train' are float"):
+        open_source(([np.zeros((2, 2), np.uint8), x[0]], [0, 1]))
+
+
+def test_integer_arrays_in_range_are_stored_equal_and_out_of_range_refused():
+    x = np.arange(2 * 2 * 2 * 3).reshape(2, 2, 2, 3) * 10  # int64, 0..230
+    [(_, first, *_), (_, second, *_)] = _records(open_source((x, [0, 1])).splits["train"])
+    np.testing.assert_array_equal(np.stack([first, second]), x)
+    assert first.dtype == np.uint8
+    with pytest.raises(ValueError, match="uint16 with values in \\[1000, 1000\\], outside 0..255"):
+        open_source((np.full((1, 2, 2), 1000, np.uint16), [0]))
+    with pytest.raises(ValueError, match="must have 1, 3 or 4 channels"):
+        open_source((np.zeros((1, 2, 2, 2), np.uint8), [0]))
+
+
+# --- class names: from the source or an argument, never from the path -------------------------
+
+
+def _idx_dir(root, labels=(0, 9)):
+    root.mkdir()
+    _write_idx(root / "t10k-images-idx3-ubyte", np.zeros((len(labels), 2, 2)))
+    _write_idx(root / "t10k-labels-idx1-ubyte", np.asarray(labels))
+    return root
+
+
+def test_idx_class_names_come_from_an_argument_never_from_the_path(tmp_path):
+    from tfrecord_tools.sources import FASHION_MNIST_LABELS
+
+    root = _idx_dir(tmp_path / "my-fashion-mnist-copy")  # "fashion" in the path means nothing
+    assert open_source(f"idx:{root}").label_names is None
+    assert open_source(f"idx:{root}", name="fashion_mnist").label_names == FASHION_MNIST_LABELS
+    assert open_source(f"idx:{root}", label_names="mnist").label_names == [
+        str(i) for i in range(10)
+    ]
+    assert open_source(f"idx:{root}", name="my_data").label_names is None
+    named = open_source(f"idx:{root}", label_names=list("abcdefghij"), name="fashion_mnist")
+    assert named.label_names == list("abcdefghij")  # the explicit list wins
+    with pytest.raises(ValueError, match="known dataset, one of \\['cifar10', 'fashion_mnist'"):
+        open_source(f"idx:{root}", label_names="fashion")
+
+
+def test_idx_lookup_prefers_the_uncompressed_file_like_load_fashion_mnist(tmp_path):
+    import gzip
+
+    from keras_tricks.datasets import read_idx as reexported
+    from tfrecord_tools.idx import find_idx, read_idx
+
+    root = _idx_dir(tmp_path / "both", labels=(1, 2))
+    stem = "t10k-labels-idx1-ubyte"
+    with open(root / stem, "rb") as f:
+        header = f.read()[:8]
+    (root / (stem + ".gz")).write_bytes(gzip.compress(header + bytes([7, 7])))  # differs
+    assert find_idx(root, stem) == str(root / stem)
+    assert open_source(f"idx:{root}").splits["test"].labels.tolist() == [1, 2]
+    assert reexported is read_idx
+
+
+def test_tfrecord_tools_never_imports_keras_tricks():
+    import ast
+    import pathlib
+
+    package = pathlib.Path(__file__).resolve().parent.parent / "tfrecord_tools"
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            assert not any(n.split(".")[0] == "keras_tricks" for n in names), path.name

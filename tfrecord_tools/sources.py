@@ -612,7 +612,7 @@ def _warn_skipped(directory, skipped):
         f"{'y' if len(skipped) == 1 else 'ies'} that are not class folders or image files: "
         f"{listed}{more}. Rename a hidden class folder (one starting with '.') to convert it.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
