@@ -185,7 +185,7 @@ def test_read_dataset_refuses_a_shard_of_the_wrong_size_before_reading(tmp_path,
 
 @fault(
     "Shard truncated, emptied or appended to after the dataset was built (long-lived pipeline, "
-    "repeated epochs), or with the size check off (`verify=\"count\"`)",
+    'repeated epochs), or with the size check off (`verify="count"`)',
     "Each shard is read as its own pipeline inside the parallel interleave, counting its records "
     "(one `scan` step per block of 256) and checking the total at its end against manifest.json",
     "The iteration stops with `InvalidArgumentError`: `shard <path> holds 9 records, "
@@ -215,7 +215,7 @@ def test_read_dataset_fails_naming_the_shard_and_counts_when_a_shard_changes(tmp
 
 @fault(
     "A user who changed shards on purpose reads them anyway",
-    "`read_dataset(..., verify=False)` checks nothing; `verify=\"size\"` or `\"count\"` keeps one check",
+    '`read_dataset(..., verify=False)` checks nothing; `verify="size"` or `"count"` keeps one check',
     "The records as they are on disk",
     "Everything",
 )
@@ -223,6 +223,184 @@ def test_read_dataset_verify_false_reads_the_files_as_they_are(tmp_path):
     out, files, _, _ = _small_dataset(tmp_path)
     found = damage(os.path.join(out, files[0]), "truncated")
     assert _read_all(out, verify=False) == 40 - 10 + found
+
+
+def _image_folder(root, images):
+    """A folder source with class `a` holding `images` ({file name: save(path) callable})."""
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 4, 3), 9, np.uint8)).save(root / "b" / "plain.png")
+    for name, save in images.items():
+        save(root / "a" / name)
+    return f"folder:{root}"
+
+
+@fault(
+    "16-bit image file (PNG/TIFF, grey or RGB) in a `folder:` source",
+    "Refused before it is stored: records hold 8-bit pixels, and Pillow would clip 16-bit grey "
+    "to 255 or drop the low byte of 16-bit RGB. Not skipped by `--skip-corrupt` (the file is "
+    "fine; it needs a decision)",
+    "`UnsupportedImageError: Image '<path>' has 16 bits per channel (mode I;16): ... reduce the "
+    "image to 8 bits first (e.g. ... >> 8) or leave it out of the folder`; exit 2",
+    "No manifest.json is written, so the output never looks finished",
+)
+def test_convert_refuses_a_16_bit_png_naming_it_even_with_skip_corrupt(tmp_path):
+    from PIL import Image
+
+    import tfrecord_tools
+    from tfrecord_tools.sources import UnsupportedImageError
+
+    deep = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000  # up to 60000
+    source = _image_folder(tmp_path / "src", {"deep.png": lambda p: Image.fromarray(deep).save(p)})
+    out = tmp_path / "out"
+    with pytest.raises(UnsupportedImageError, match="has 16 bits per channel") as info:
+        tfrecord_tools.convert(
+            source, str(out), num_shards=2, num_workers=2, skip_corrupt=True, progress=False
+        )
+    assert info.value.filename == str(tmp_path / "src" / "a" / "deep.png")
+    assert not (out / "manifest.json").exists()
+
+
+@fault(
+    "Image with transparent pixels (RGBA, LA, palette with transparency) in a `folder:` source",
+    '`alpha=` / `--alpha` decides: "error" (default) refuses the file; "composite" blends it '
+    'onto white, `(rgb*a + 255*(255-a) + 127) // 255`; "keep" stores every image as RGBA. A '
+    "fully opaque alpha channel is dropped (nothing is lost)",
+    "Default: `UnsupportedImageError: Image '<path>' has N transparent pixel(s) (mode RGBA): "
+    "choose ... alpha='composite' ... alpha='keep' (CLI: --alpha composite|keep)`; exit 2",
+    "Default: no manifest.json. With a choice: every image, as documented",
+)
+def test_convert_refuses_transparency_by_default_and_composites_on_request(tmp_path):
+    from PIL import Image
+
+    import tfrecord_tools
+    from tfrecord_tools.sources import UnsupportedImageError
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 51  # red at 20 % opacity
+    source = _image_folder(
+        tmp_path / "src", {"see-through.png": lambda p: Image.fromarray(rgba).save(p)}
+    )
+    with pytest.raises(UnsupportedImageError, match="alpha='composite'") as info:
+        tfrecord_tools.convert(source, str(tmp_path / "o1"), num_shards=1, progress=False)
+    assert info.value.filename.endswith("see-through.png")
+    out = str(tmp_path / "o2")
+    tfrecord_tools.convert(source, out, num_shards=1, alpha="composite", progress=False)
+    images = {
+        f.numpy().decode(): im.numpy()
+        for im, _, f in tfrecord_tools.read_dataset(out, "train", with_filename=True)
+    }
+    # "over" onto white: 200 * 0.2 + 255 * 0.8 = 244; 0 * 0.2 + 255 * 0.8 = 204.
+    assert tuple(images["a/see-through.png"][0, 0]) == (244, 204, 204)
+
+
+@fault(
+    "JPEG/PNG with an EXIF orientation tag (phone photos) in a `folder:` source",
+    "The image is turned upright (`PIL.ImageOps.exif_transpose`) before it is stored, as every "
+    "viewer shows it",
+    "Nothing; the records hold what the user sees in a viewer",
+    "The upright image",
+)
+def test_convert_stores_an_exif_rotated_image_upright(tmp_path):
+    from PIL import Image
+
+    import tfrecord_tools
+
+    stored = np.random.default_rng(1).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF 2.32: shown rotated 90 degrees clockwise
+    source = _image_folder(
+        tmp_path / "src", {"phone.png": lambda p: Image.fromarray(stored).save(p, exif=exif)}
+    )
+    out = str(tmp_path / "out")
+    tfrecord_tools.convert(source, out, num_shards=1, progress=False)
+    images = {
+        f.numpy().decode(): im.numpy()
+        for im, _, f in tfrecord_tools.read_dataset(out, "train", with_filename=True)
+    }
+    np.testing.assert_array_equal(images["a/phone.png"], np.rot90(stored, -1))
+
+
+@fault(
+    "Class folder whose name starts with `.`, files beside the class folders, folders inside a "
+    "class folder, hidden files (`.DS_Store`)",
+    "Skipped, and named: one `UserWarning` lists every skipped entry and why",
+    "`UserWarning: folder source '<dir>': skipped 3 entries that are not class folders or image "
+    "files: '.hidden_class/' (hidden folder), ... Rename a hidden class folder ...`",
+    "Every class folder that is not hidden; manifest label_names lists exactly those",
+)
+def test_convert_warns_naming_every_skipped_folder_entry(tmp_path):
+    from PIL import Image
+
+    import tfrecord_tools
+
+    def save(p):
+        Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(p)
+
+    source = _image_folder(tmp_path / "src", {"x.png": save})
+    (tmp_path / "src" / ".hidden_class").mkdir()
+    save(tmp_path / "src" / ".hidden_class" / "y.png")
+    (tmp_path / "src" / "labels.csv").write_text("x.png,a\n")
+    (tmp_path / "src" / "a" / ".DS_Store").write_bytes(b"\0")
+    with pytest.warns(UserWarning) as record:
+        manifest = tfrecord_tools.convert(
+            source, str(tmp_path / "out"), num_shards=1, progress=False
+        )
+    [message] = [str(w.message) for w in record if "skipped" in str(w.message)]
+    assert "skipped 3 entries" in message
+    for text in ("'.hidden_class/' (hidden folder)", "'labels.csv'", "'a/.DS_Store' (hidden file)"):
+        assert text in message
+    assert manifest["label_names"] == ["a", "b"]
+
+
+@fault(
+    "Float image arrays (e.g. already scaled to 0..1) as the source",
+    "Checked when the source is opened, before the output directory is created: float pixels "
+    "are refused (the scale cannot be guessed), integers must lie in 0..255",
+    "`ValueError: images of split 'train' are float32 with values in [0.0, 1.0]. ... Scale the "
+    "images to 0..255 and cast them to uint8 first, e.g. np.round(x * 255).astype(np.uint8)`",
+    "Nothing is written; no empty output directory is left behind",
+)
+def test_float_array_source_is_refused_before_anything_is_written(tmp_path):
+    import tfrecord_tools
+
+    x = np.linspace(0, 1, 3 * 4 * 4, dtype=np.float32).reshape(3, 4, 4)
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="Scale the images to 0..255 and cast them to uint8"):
+        tfrecord_tools.write_shards(x, np.arange(3), str(out), num_shards=1, progress=False)
+    assert not out.exists()
+
+
+@fault(
+    'IDX files (MNIST family) hold no class names; the directory happens to contain "fashion"',
+    "Names come only from the source or an argument: `label_names=` (a list, or a known "
+    'dataset: "mnist", "fashion_mnist", "cifar10") or `name=` / `--name` naming a known '
+    "dataset; never from the path",
+    "manifest.json `label_names` is the list given, the known dataset's, or null",
+    "Everything",
+)
+def test_idx_class_names_come_from_the_name_given_never_from_the_path(tmp_path):
+    import struct
+
+    import tfrecord_tools
+    from tfrecord_tools.sources import FASHION_MNIST_LABELS
+
+    root = tmp_path / "fashion-like"
+    root.mkdir()
+    for stem, array in (
+        ("t10k-images-idx3-ubyte", np.zeros((2, 3, 3), np.uint8)),
+        ("t10k-labels-idx1-ubyte", np.array([0, 9], np.uint8)),
+    ):  # IDX: 00 00 08 ndim, big-endian uint32 sizes, then the bytes
+        header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        (root / stem).write_bytes(header + array.tobytes())
+    guessed = tfrecord_tools.convert(f"idx:{root}", str(tmp_path / "o1"), progress=False)
+    assert guessed["label_names"] is None
+    named = tfrecord_tools.convert(
+        f"idx:{root}", str(tmp_path / "o2"), name="fashion_mnist", progress=False
+    )
+    assert named["label_names"] == FASHION_MNIST_LABELS
 
 
 elsewhere(
