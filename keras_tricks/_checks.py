@@ -144,8 +144,9 @@ def _hint(owner: str, unknown: Iterable[str], accepted: Iterable[str]) -> str:
     parts = []
     for key in unknown:
         close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.5)
-        # A name contained in an accepted one ("mode" in "fill_mode") is the likeliest mistake.
+        # Else a name inside an accepted one ("mode" in "fill_mode"), or its initials ("lr").
         close = close or [a for a in accepted if key in a or a in key][:1]
+        close = close or [a for a in accepted if "".join(w[:1] for w in a.split("_")) == key][:1]
         parts.append(f"`{key}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
     return (
         f"{owner} got unexpected keyword argument(s) {', '.join(parts)}. "

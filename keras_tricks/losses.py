@@ -1,7 +1,13 @@
 """Losses: cross-entropy with label smoothing in both published conventions."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
+
+from keras_tricks._checks import check_bool, check_number, check_one_of, suggest_keywords
 
 _CONVENTIONS = ("uniform", "others")
 
@@ -55,29 +61,25 @@ class LabelSmoothingCrossEntropy(keras.losses.Loss):
     as one-hot or soft distributions over the last axis.
     """
 
+    @suggest_keywords
     def __init__(
         self,
-        epsilon=0.1,
-        convention="uniform",
-        from_logits=True,
-        reduction="sum_over_batch_size",
-        name="label_smoothing_cross_entropy",
-        dtype=None,
-    ):
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
-            raise ValueError(f"`epsilon` must be a number in [0, 1). Received: epsilon={epsilon!r}")
-        if not 0.0 <= float(epsilon) < 1.0:
-            raise ValueError(f"`epsilon` must be in [0, 1). Received: epsilon={epsilon!r}")
-        if convention not in _CONVENTIONS:
-            raise ValueError(
-                f"`convention` must be one of {_CONVENTIONS}. Received: convention={convention!r}"
-            )
+        epsilon: float = 0.1,
+        convention: str = "uniform",
+        from_logits: bool = True,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "label_smoothing_cross_entropy",
+        dtype: Any = None,
+    ) -> None:
+        epsilon = check_number("epsilon", epsilon, minimum=0.0, maximum=1.0, max_open=True)
+        convention = check_one_of("convention", convention, _CONVENTIONS)
+        from_logits = check_bool("from_logits", from_logits)
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.epsilon = float(epsilon)
+        self.epsilon = epsilon
         self.convention = convention
-        self.from_logits = bool(from_logits)
+        self.from_logits = from_logits
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         compute_dtype = "float32" if y_pred.dtype in ("float16", "bfloat16") else y_pred.dtype
         y_pred = ops.cast(y_pred, compute_dtype)
         num_classes = y_pred.shape[-1]
@@ -114,7 +116,7 @@ class LabelSmoothingCrossEntropy(keras.losses.Loss):
             log_probs = ops.log(ops.clip(y_pred, tiny, 1.0 - tiny))
         return -ops.sum(y_true * log_probs, axis=-1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

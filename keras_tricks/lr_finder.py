@@ -6,18 +6,26 @@ Backend-agnostic: training steps go through `model.train_on_batch`; TensorFlow i
 when you pass a `tf.data.Dataset`.
 """
 
+from __future__ import annotations
+
 import math
-import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 
-from keras_tricks._checks import check_int
+from keras_tricks._checks import check_int, check_number, check_one_of, fail, suggest_keywords
 
 __all__ = ["find_lr", "LRFinderResult", "sweep_learning_rates", "smooth_losses"]
 
+_MODES = ("exponential", "linear")
 
-def sweep_learning_rates(min_lr, max_lr, num_steps, mode="exponential"):
+
+@suggest_keywords
+def sweep_learning_rates(
+    min_lr: float, max_lr: float, num_steps: int, mode: str = "exponential"
+) -> np.ndarray:
     """The learning rates of a range test: `num_steps` values from `min_lr` to `max_lr`.
 
     ```python
@@ -49,7 +57,8 @@ def sweep_learning_rates(min_lr, max_lr, num_steps, mode="exponential"):
     return min_lr + (max_lr - min_lr) * i / (num_steps - 1)
 
 
-def smooth_losses(losses, smoothing=0.98):
+@suggest_keywords
+def smooth_losses(losses: Sequence[float] | np.ndarray, smoothing: float = 0.98) -> np.ndarray:
     """Bias-corrected exponential moving average of the losses, as fast.ai's LR finder.
 
     ```python
@@ -78,29 +87,20 @@ def smooth_losses(losses, smoothing=0.98):
 
 
 def _check_sweep(min_lr, max_lr, num_steps, mode):
-    for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not 0 < value < math.inf
-        ):
-            raise ValueError(f"`{name}` must be a finite number > 0; received {name}={value!r}.")
+    check_number("min_lr", min_lr, positive=True, finite=True)
+    check_number("max_lr", max_lr, positive=True, finite=True)
     if not max_lr > min_lr:
-        raise ValueError(
-            f"`max_lr` must be greater than `min_lr`={min_lr!r}; received max_lr={max_lr!r}."
-        )
+        fail("max_lr", f"greater than `min_lr`={min_lr!r}", max_lr)
     check_int("num_steps", num_steps, minimum=2)
-    if mode not in ("exponential", "linear"):
-        raise ValueError(f"`mode` must be 'exponential' or 'linear'; received mode={mode!r}.")
+    check_one_of("mode", mode, _MODES)
 
 
 def _check_smoothing(smoothing):
-    if (
-        isinstance(smoothing, bool)
-        or not isinstance(smoothing, numbers.Real)
-        or not 0 <= smoothing < 1
-    ):
-        raise ValueError(f"`smoothing` must be in [0, 1); received smoothing={smoothing!r}.")
+    return check_number("smoothing", smoothing, minimum=0.0, maximum=1.0, max_open=True)
+
+
+def _check_divergence_threshold(divergence_threshold):
+    return check_number("divergence_threshold", divergence_threshold, minimum=1.0, min_open=True)
 
 
 class LRFinderResult:
@@ -123,35 +123,29 @@ class LRFinderResult:
         diverged: whether the sweep stopped early because the loss diverged.
     """
 
+    @suggest_keywords
     def __init__(
         self,
-        learning_rates,
-        losses,
-        smoothing=0.98,
-        divergence_threshold=4.0,
-        skip_start=5,
-        skip_end=2,
-        mode="exponential",
-    ):
+        learning_rates: Sequence[float] | np.ndarray,
+        losses: Sequence[float] | np.ndarray,
+        smoothing: float = 0.98,
+        divergence_threshold: float = 4.0,
+        skip_start: int = 5,
+        skip_end: int = 2,
+        mode: str = "exponential",
+    ) -> None:
         self.learning_rates = np.asarray(learning_rates, dtype=np.float64)
         self.losses = np.asarray(losses, dtype=np.float64)
         if self.learning_rates.shape != self.losses.shape or self.losses.ndim != 1:
             raise ValueError(
-                "`learning_rates` and `losses` must be 1-D and of equal length; received "
-                f"shapes {self.learning_rates.shape} and {self.losses.shape}."
+                "`learning_rates` and `losses` must be 1-D and of equal length. Received: "
+                f"shapes {self.learning_rates.shape} and {self.losses.shape}"
             )
-        if not divergence_threshold > 1:
-            raise ValueError(
-                "`divergence_threshold` must be > 1; received "
-                f"divergence_threshold={divergence_threshold!r}."
-            )
-        for name, value in (("skip_start", skip_start), ("skip_end", skip_end)):
-            if not isinstance(value, numbers.Integral) or value < 0:
-                raise ValueError(f"`{name}` must be an integer >= 0; received {name}={value!r}.")
-        self.smoothing = float(smoothing)
-        self.divergence_threshold = float(divergence_threshold)
-        self.skip_start, self.skip_end = int(skip_start), int(skip_end)
-        self.mode = mode
+        self.smoothing = _check_smoothing(smoothing)
+        self.divergence_threshold = _check_divergence_threshold(divergence_threshold)
+        self.skip_start = check_int("skip_start", skip_start, minimum=0)
+        self.skip_end = check_int("skip_end", skip_end, minimum=0)
+        self.mode = check_one_of("mode", mode, _MODES)
         self.smoothed_losses = smooth_losses(self.losses, smoothing)
 
         self.lr_at_divergence = None
@@ -182,13 +176,13 @@ class LRFinderResult:
         slope = np.gradient(smoothed, np.log(lrs))
         return float(lrs[int(np.argmin(slope))])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"LRFinderResult(steps={len(self.losses)}, suggestion={self.suggestion!r}, "
             f"min_loss_lr={self.min_loss_lr!r}, lr_at_divergence={self.lr_at_divergence!r})"
         )
 
-    def plot(self, ax=None, title="Learning-rate range test"):
+    def plot(self, ax: Any = None, title: str = "Learning-rate range test") -> Any:
         """Plot loss against learning rate (log axis) and mark the suggestions.
 
         Args:
@@ -247,7 +241,7 @@ class LRFinderResult:
 
 
 def _diverged(i, smoothed, best, threshold):
-    """The divergence rule: step `i`'s smoothed loss is not finite or > threshold x the best so far."""
+    """The divergence rule: step `i`'s smoothed loss is not finite or > threshold x the best."""
     return not math.isfinite(smoothed) or (i > 0 and smoothed > threshold * best)
 
 
@@ -286,8 +280,8 @@ def _batches(data, batch_size):
         n = len(arrays[0])
         if n == 0 or any(a is not None and len(a) != n for a in arrays):
             raise ValueError(
-                "`data` arrays must be non-empty and of equal length; received lengths "
-                f"{[None if a is None else len(a) for a in arrays]}."
+                "`data` arrays must be non-empty and of equal length. Received: lengths "
+                f"{[None if a is None else len(a) for a in arrays]}"
             )
         while True:
             for start in range(0, n, batch_size):
@@ -317,7 +311,8 @@ def _batches(data, batch_size):
                 return
     raise ValueError(
         "`data` must be a tuple (x, y[, sample_weight]) of arrays, a tf.data.Dataset, a "
-        f"keras.utils.PyDataset or an iterable of (x, y) batches; received {type(data).__name__}."
+        "keras.utils.PyDataset or an iterable of (x, y) batches. Received: "
+        f"data of type {type(data).__name__}"
     )
 
 
@@ -325,26 +320,27 @@ def _unpack(element):
     if isinstance(element, (tuple, list)) and 2 <= len(element) <= 3:
         return tuple(element) + (None,) * (3 - len(element))
     raise ValueError(
-        "Each batch of `data` must be a tuple (x, y) or (x, y, sample_weight); received "
-        f"{type(element).__name__}."
+        "Each batch of `data` must be a tuple (x, y) or (x, y, sample_weight). Received: "
+        f"a batch of type {type(element).__name__}"
     )
 
 
+@suggest_keywords
 def find_lr(
-    model,
-    data,
-    min_lr=1e-7,
-    max_lr=10.0,
-    num_steps=100,
-    mode="exponential",
-    batch_size=32,
-    smoothing=0.98,
-    divergence_threshold=4.0,
-    stop_on_divergence=True,
-    skip_start=5,
-    skip_end=2,
-    verbose=0,
-):
+    model: keras.Model,
+    data: Any,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    num_steps: int = 100,
+    mode: str = "exponential",
+    batch_size: int = 32,
+    smoothing: float = 0.98,
+    divergence_threshold: float = 4.0,
+    stop_on_divergence: bool = True,
+    skip_start: int = 5,
+    skip_end: int = 2,
+    verbose: int = 0,
+) -> LRFinderResult:
     """Run the learning-rate range test on a compiled model and suggest a learning rate.
 
     Smith 2017, https://arxiv.org/abs/1506.01186: train for `num_steps` steps while the rate
@@ -396,17 +392,10 @@ def find_lr(
     """
     _check_sweep(min_lr, max_lr, num_steps, mode)
     _check_smoothing(smoothing)
-    if not isinstance(divergence_threshold, numbers.Real) or not divergence_threshold > 1:
-        raise ValueError(
-            "`divergence_threshold` must be > 1; received "
-            f"divergence_threshold={divergence_threshold!r}."
-        )
+    _check_divergence_threshold(divergence_threshold)
     check_int("batch_size", batch_size)
     if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None:
-        raise ValueError(
-            "`model` must be a compiled keras.Model (call model.compile(optimizer, loss) first); "
-            f"received {type(model).__name__}."
-        )
+        fail("model", "a compiled keras.Model (call model.compile(optimizer, loss) first)", model)
 
     schedule = sweep_learning_rates(min_lr, max_lr, num_steps, mode)
     batches = _batches(data, batch_size)
@@ -444,7 +433,8 @@ def find_lr(
             smoothed = avg / (1.0 - smoothing ** (i + 1))
             if verbose:
                 print(
-                    f"step {i + 1}/{num_steps}  lr={lr:.3g}  loss={loss:.4g}  smoothed={smoothed:.4g}"
+                    f"step {i + 1}/{num_steps}  lr={lr:.3g}  loss={loss:.4g}  "
+                    f"smoothed={smoothed:.4g}"
                 )
             if stop_on_divergence and _diverged(i, smoothed, best, divergence_threshold):
                 break

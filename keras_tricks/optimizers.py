@@ -24,20 +24,29 @@ lr * wd / (1 - m) while decoupled decay stays lr * wd; with Adam, coupled decay 
 by the adaptive denominator. No single number makes those identical over many steps.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import ops
+
+from keras_tricks._checks import (
+    check_bool,
+    check_int,
+    check_keywords,
+    check_number,
+    check_one_of,
+    fail,
+    suggest_keywords,
+)
 
 WEIGHT_DECAY_CONVENTIONS = ("l2", "coupled", "decoupled", "decoupled_lr_free", "keras_l2")
 
 # Keras layers name their variables kernel/bias/gamma/beta (BatchNormalization: gamma, beta).
 _NO_DECAY_NAMES = ("bias", "gamma", "beta")
-
-
-def _check_non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative number. Received: {name}={value!r}")
 
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
@@ -88,38 +97,37 @@ class LARS(keras.optimizers.Optimizer):
 
     def __init__(
         self,
-        learning_rate=0.1,
-        momentum=0.9,
-        weight_decay=0.0,
-        eta=0.001,
-        nesterov=False,
-        exclude_from_layer_adaptation=None,
-        name="lars",
-        **kwargs,
-    ):
-        _check_non_negative("weight_decay", weight_decay if weight_decay is not None else 0.0)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
-            raise ValueError(
-                f"`momentum` must be a float in [0, 1). Received: momentum={momentum!r}"
-            )
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum!r}")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta <= 0:
-            raise ValueError(f"`eta` must be a positive number. Received: eta={eta!r}")
+        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float | None = 0.0,
+        eta: float = 0.001,
+        nesterov: bool = False,
+        exclude_from_layer_adaptation: Sequence[str] | None = None,
+        name: str = "lars",
+        **kwargs: Any,
+    ) -> None:
+        check_keywords(type(self), kwargs, extra=("decay",))
+        weight_decay = check_number(
+            "weight_decay", 0.0 if weight_decay is None else weight_decay, non_negative=True
+        )
+        momentum = check_number("momentum", momentum, minimum=0.0, maximum=1.0, max_open=True)
+        eta = check_number("eta", eta, positive=True)
+        nesterov = check_bool("nesterov", nesterov)
         if exclude_from_layer_adaptation is not None and (
             isinstance(exclude_from_layer_adaptation, str)
             or not all(isinstance(s, str) for s in exclude_from_layer_adaptation)
         ):
-            raise ValueError(
-                "`exclude_from_layer_adaptation` must be None or a list of strings. "
-                f"Received: exclude_from_layer_adaptation={exclude_from_layer_adaptation!r}"
+            fail(
+                "exclude_from_layer_adaptation",
+                "None or a list of strings",
+                exclude_from_layer_adaptation,
             )
         # The base class would apply decoupled decay on top; LARS's decay is its own.
         super().__init__(learning_rate=learning_rate, name=name, weight_decay=None, **kwargs)
-        self.lars_weight_decay = float(weight_decay or 0.0)
-        self.momentum = float(momentum)
-        self.eta = float(eta)
-        self.nesterov = bool(nesterov)
+        self.lars_weight_decay = weight_decay
+        self.momentum = momentum
+        self.eta = eta
+        self.nesterov = nesterov
         self.exclude_from_layer_adaptation = (
             None if exclude_from_layer_adaptation is None else list(exclude_from_layer_adaptation)
         )
@@ -129,7 +137,7 @@ class LARS(keras.optimizers.Optimizer):
             else None
         )
 
-    def build(self, variables):
+    def build(self, variables: Any) -> None:
         if self.built:
             return
         super().build(variables)
@@ -147,7 +155,7 @@ class LARS(keras.optimizers.Optimizer):
             return True
         return re.search(self._adaptation_pattern, variable.path) is None
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
@@ -181,7 +189,7 @@ class LARS(keras.optimizers.Optimizer):
         # Decay is part of `update_step` (coupled, inside the trust ratio).
         return
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -195,7 +203,10 @@ class LARS(keras.optimizers.Optimizer):
         return config
 
 
-def no_bias_decay(optimizer, var_names=_NO_DECAY_NAMES):
+@suggest_keywords
+def no_bias_decay(
+    optimizer: keras.optimizers.Optimizer, var_names: Sequence[str] = _NO_DECAY_NAMES
+) -> keras.optimizers.Optimizer:
     """Exclude biases and BatchNorm `gamma`/`beta` from the optimizer's weight decay.
 
     He et al. 2019, "Bag of Tricks", https://arxiv.org/abs/1812.01187, section 3.1: decay only
@@ -224,9 +235,7 @@ def no_bias_decay(optimizer, var_names=_NO_DECAY_NAMES):
         The same optimizer, for chaining.
     """
     if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise ValueError(
-            f"`optimizer` must be a keras.optimizers.Optimizer. Received: optimizer={optimizer!r}"
-        )
+        fail("optimizer", "a keras.optimizers.Optimizer", optimizer)
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     # Keras passes the Keras variable ("bias") on JAX/torch but the tf.Variable
     # ("model/dense/bias:0") on TensorFlow; match the last path component either way.
@@ -246,7 +255,10 @@ def no_bias_decay(optimizer, var_names=_NO_DECAY_NAMES):
     return optimizer
 
 
-def convert_weight_decay(value, source, target, learning_rate=None):
+@suggest_keywords
+def convert_weight_decay(
+    value: float, source: str, target: str, learning_rate: float | None = None
+) -> float:
     """Convert a weight-decay value between conventions, for the same plain SGD step.
 
     Conventions (see the module docstring for each update equation): `"l2"` (loss term
@@ -277,24 +289,21 @@ def convert_weight_decay(value, source, target, learning_rate=None):
     Returns:
         The weight decay in the `target` convention.
     """
-    _check_non_negative("value", value)
-    for arg, conv in (("source", source), ("target", target)):
-        if conv not in WEIGHT_DECAY_CONVENTIONS:
-            raise ValueError(
-                f"`{arg}` must be one of {WEIGHT_DECAY_CONVENTIONS}. Received: {arg}={conv!r}"
-            )
+    check_number("value", value, non_negative=True)
+    check_one_of("source", source, WEIGHT_DECAY_CONVENTIONS)
+    check_one_of("target", target, WEIGHT_DECAY_CONVENTIONS)
     needs_lr = (source == "decoupled_lr_free") != (target == "decoupled_lr_free")
-    if needs_lr:
-        if (
-            learning_rate is None
-            or isinstance(learning_rate, bool)
-            or not isinstance(learning_rate, (int, float))
-            or learning_rate <= 0
-        ):
-            raise ValueError(
-                "`learning_rate` must be a positive number to convert from or to "
-                f'"decoupled_lr_free". Received: learning_rate={learning_rate!r}'
-            )
+    if needs_lr and not (
+        learning_rate is not None
+        and not isinstance(learning_rate, bool)
+        and isinstance(learning_rate, (int, float))
+        and learning_rate > 0
+    ):
+        fail(
+            "learning_rate",
+            'a number > 0 to convert from or to "decoupled_lr_free"',
+            learning_rate,
+        )
 
     # Normalise to the per-unit-learning-rate coefficient lambda (gradient lambda * w).
     if source == "keras_l2":
@@ -311,7 +320,10 @@ def convert_weight_decay(value, source, target, learning_rate=None):
     return lam
 
 
-def summed_loss_to_mean_loss(learning_rate, weight_decay, batch_size):
+@suggest_keywords
+def summed_loss_to_mean_loss(
+    learning_rate: float, weight_decay: float, batch_size: int
+) -> tuple[float, float]:
     """Translate hyperparameters for a batch-summed loss to a batch-mean loss (Keras's default).
 
     David Page's "How to train your ResNet" (https://myrtle.ai/learn/how-to-train-your-resnet/)
@@ -349,7 +361,10 @@ def summed_loss_to_mean_loss(learning_rate, weight_decay, batch_size):
     return learning_rate * batch_size, weight_decay / batch_size
 
 
-def mean_loss_to_summed_loss(learning_rate, weight_decay, batch_size):
+@suggest_keywords
+def mean_loss_to_summed_loss(
+    learning_rate: float, weight_decay: float, batch_size: int
+) -> tuple[float, float]:
     """Inverse of `summed_loss_to_mean_loss`: `(lr / batch_size, wd * batch_size)`.
 
     Example:
@@ -373,16 +388,6 @@ def mean_loss_to_summed_loss(learning_rate, weight_decay, batch_size):
 
 
 def _check_scaling_args(learning_rate, weight_decay, batch_size):
-    if (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, (int, float))
-        or learning_rate <= 0
-    ):
-        raise ValueError(
-            f"`learning_rate` must be a positive number. Received: learning_rate={learning_rate!r}"
-        )
-    _check_non_negative("weight_decay", weight_decay)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(
-            f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}"
-        )
+    check_number("learning_rate", learning_rate, positive=True)
+    check_number("weight_decay", weight_decay, non_negative=True)
+    check_int("batch_size", batch_size, minimum=1)

@@ -1,4 +1,4 @@
-"""Mixed precision: pick the right global dtype policy and keep the numerically fragile parts float32.
+"""Mixed precision: pick the global dtype policy and keep the numerically fragile parts float32.
 
 Micikevicius et al. 2018, "Mixed Precision Training", https://arxiv.org/abs/1710.03740: compute
 in 16-bit, keep float32 master weights, scale the loss so small float16 gradients do not flush to
@@ -18,7 +18,13 @@ this module only chooses the policy and documents what Keras does:
   precision guide recommends.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
+
+from keras_tricks._checks import fail, suggest_keywords
 
 _POLICIES = ("mixed_float16", "mixed_bfloat16", "float32", "float16", "bfloat16")
 
@@ -41,7 +47,8 @@ def _has_gpu():
     return False
 
 
-def use_mixed_precision(policy=None):
+@suggest_keywords
+def use_mixed_precision(policy: str | None = None) -> Any:
     """Set Keras's global dtype policy for mixed precision and return it.
 
     With `policy=None`: `"mixed_float16"` when the backend sees a GPU (tensor cores run float16;
@@ -74,15 +81,14 @@ def use_mixed_precision(policy=None):
     """
     if policy is None:
         policy = "mixed_float16" if _has_gpu() else "mixed_bfloat16"
-    if policy not in _POLICIES:
-        raise ValueError(
-            f"`policy` must be None or one of {_POLICIES}. Received: policy={policy!r}"
-        )
+    if not isinstance(policy, str) or policy not in _POLICIES:
+        fail("policy", f"None or one of {_POLICIES}", policy)
     keras.mixed_precision.set_global_policy(policy)
     return keras.mixed_precision.global_policy()
 
 
-def float32_output(x, name="float32_output"):
+@suggest_keywords
+def float32_output(x: Any, name: str = "float32_output") -> Any:
     """Cast a functional-API tensor to float32 with a linear layer, for the model's output.
 
     Under a mixed policy the last Dense computes in 16 bits; this layer (an identity

@@ -1,11 +1,11 @@
-"""CPU defaults for training with Keras on TensorFlow: the fastest settings `bench/models.py` measured.
+"""CPU defaults for training with Keras on TensorFlow: the fastest settings `bench/models.py` found.
 
 On a 2-core Intel Xeon (Sapphire Rapids: AVX-512, AVX512_BF16, AMX) with TF 2.21 / Keras 3.15,
 training ResNet-9 (32x32) and ResNet-50-D (224x224) was fastest with oneDNN on, mixed_bfloat16
-and *without* XLA (`jit_compile=False`): 1.2-2.4x the float32 throughput; see BENCHMARKS.md. oneDNN is read from the environment
-variable `TF_ENABLE_ONEDNN_OPTS` once, when TensorFlow is imported (TF turns it on by default only
-on some Intel CPUs; on AMD it is off), so it has to be set before `import keras` /
-`import tensorflow`:
+and *without* XLA (`jit_compile=False`): 1.2-2.4x the float32 throughput; see BENCHMARKS.md.
+oneDNN is read from the environment variable `TF_ENABLE_ONEDNN_OPTS` once, when TensorFlow is
+imported (its default depends on the TF build and the CPU), so it has to be set before
+`import keras` / `import tensorflow`:
 
 ```
 TF_ENABLE_ONEDNN_OPTS=1 python train.py          # in the shell, or:
@@ -20,9 +20,14 @@ model.compile(..., jit_compile=settings["jit_compile"])
 This module does not import TensorFlow or Keras at import time.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import warnings
+from typing import Any
+
+from keras_tricks._checks import check_bool, check_one_of, suggest_keywords
 
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # Measured (BENCHMARKS.md): XLA was 0.5-0.9x graph mode for ResNet-50-D and not repeatably
@@ -31,7 +36,8 @@ CPU_JIT_COMPILE = False
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
-def cpu_has_native_bfloat16(cpuinfo_path="/proc/cpuinfo"):
+@suggest_keywords
+def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     """True if the CPU advertises bfloat16 arithmetic (AMX-BF16 or AVX512_BF16; Linux only).
 
     Without it, bfloat16 is emulated and mixed_bfloat16 training is slower than float32.
@@ -57,7 +63,7 @@ def cpu_has_native_bfloat16(cpuinfo_path="/proc/cpuinfo"):
     return False
 
 
-def onednn_enabled():
+def onednn_enabled() -> bool | None:
     """Whether TensorFlow's oneDNN kernels are on in this process; None before TF is imported.
 
     Example:
@@ -74,7 +80,8 @@ def onednn_enabled():
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-def configure_cpu(onednn=True, bfloat16="auto"):
+@suggest_keywords
+def configure_cpu(onednn: bool = True, bfloat16: bool | str = "auto") -> dict[str, Any]:
     """Apply the fastest measured CPU training settings; call before importing Keras/TensorFlow.
 
     1. Sets `TF_ENABLE_ONEDNN_OPTS` ("1" for `onednn=True`). TensorFlow reads it once, at import:
@@ -104,12 +111,8 @@ def configure_cpu(onednn=True, bfloat16="auto"):
         answer if it is already imported, else None), "dtype_policy" (the global Keras policy
         afterwards) and "jit_compile" (for `model.compile`).
     """
-    if not isinstance(onednn, bool):
-        raise ValueError(f"`onednn` must be True or False; received onednn={onednn!r}.")
-    if bfloat16 not in (True, False, "auto"):
-        raise ValueError(
-            f"`bfloat16` must be True, False or 'auto'; received bfloat16={bfloat16!r}."
-        )
+    check_bool("onednn", onednn)
+    check_one_of("bfloat16", bfloat16, (True, False, "auto"))
     value = "1" if onednn else "0"
     tf_imported = "tensorflow" in sys.modules
     os.environ[ONEDNN_ENV] = value

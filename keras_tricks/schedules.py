@@ -12,14 +12,22 @@ linear-cosine and noisy linear-cosine decay, step decay, piecewise-linear schedu
 triangular schedule) and one-cycle.
 """
 
+from __future__ import annotations
+
 import math
 import random
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import ops
 
+from keras_tricks._checks import check_bool as _check_bool
 from keras_tricks._checks import check_int as _check_int
 from keras_tricks._checks import check_number as _check_number
+from keras_tricks._checks import check_one_of as _check_one_of
+from keras_tricks._checks import fail as _fail
+from keras_tricks._checks import suggest_keywords as _suggest_keywords
 
 __all__ = [
     "scale_learning_rate",
@@ -38,11 +46,11 @@ _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 def _check_increasing(name, values):
     if not isinstance(values, (list, tuple)) or len(values) == 0:
-        raise ValueError(f"`{name}` must be a non-empty list; received {name}={values!r}.")
+        _fail(name, "a non-empty list of step numbers", values)
     for i, v in enumerate(values):
         _check_int(f"{name}[{i}]", v, minimum=0)
     if any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"`{name}` must be strictly increasing; received {name}={values!r}.")
+        _fail(name, "strictly increasing", values)
     return [int(v) for v in values]
 
 
@@ -50,7 +58,8 @@ def _step(step):
     return ops.cast(step, "float32")
 
 
-def scale_learning_rate(base_lr, batch_size, base_batch_size=256):
+@_suggest_keywords
+def scale_learning_rate(base_lr: float, batch_size: int, base_batch_size: int = 256) -> float:
     """Linear scaling rule: scale the learning rate with the batch size.
 
     Goyal et al. 2017, "Accurate, Large Minibatch SGD", https://arxiv.org/abs/1706.02677, and
@@ -118,15 +127,23 @@ class Warmup(_Schedule):
         name: name of the schedule.
     """
 
-    def __init__(self, after, warmup_steps, initial_learning_rate=0.0, name="Warmup"):
+    @_suggest_keywords
+    def __init__(
+        self,
+        after: float | _Schedule | dict,
+        warmup_steps: int,
+        initial_learning_rate: float = 0.0,
+        name: str = "Warmup",
+    ) -> None:
         if isinstance(after, dict):  # a nested config, as `from_config` passes it
             after = keras.saving.deserialize_keras_object(after)
         if isinstance(after, _Schedule):
             self.after = after
         elif callable(after):
-            raise ValueError(
-                "`after` must be a float or a keras LearningRateSchedule (plain callables "
-                f"cannot be saved); received after={after!r}."
+            _fail(
+                "after",
+                "a float or a keras LearningRateSchedule (plain callables cannot be saved)",
+                after,
             )
         else:
             self.after = _check_number("after", after, positive=True)
@@ -136,7 +153,7 @@ class Warmup(_Schedule):
         )
         self.name = name
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         step = _step(step)
         m = float(self.warmup_steps)
         if isinstance(self.after, _Schedule):
@@ -149,7 +166,7 @@ class Warmup(_Schedule):
         warm = init + (step + 1.0) / m * (target - init)
         return ops.where(step < m, warm, decayed)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         after = self.after
         if isinstance(after, _Schedule):
             after = keras.saving.serialize_keras_object(after)
@@ -172,7 +189,7 @@ def _linear_cosine(step, decay_steps, num_periods, alpha, beta, noise=None):
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class LinearCosineDecay(_Schedule):
-    """Linear-cosine decay (Bello et al. 2017), same values as `tf.compat.v1.train.linear_cosine_decay`.
+    """Linear-cosine decay (Bello et al. 2017), as `tf.compat.v1.train.linear_cosine_decay`.
 
     Bello et al. 2017, "Neural Optimizer Search with Reinforcement Learning",
     https://arxiv.org/abs/1709.07417; `num_periods` gives SGDR-style restarts (Loshchilov &
@@ -205,15 +222,16 @@ class LinearCosineDecay(_Schedule):
         name: name of the schedule.
     """
 
+    @_suggest_keywords
     def __init__(
         self,
-        initial_learning_rate,
-        decay_steps,
-        num_periods=0.5,
-        alpha=0.0,
-        beta=0.001,
-        name="LinearCosineDecay",
-    ):
+        initial_learning_rate: float,
+        decay_steps: int,
+        num_periods: float = 0.5,
+        alpha: float = 0.0,
+        beta: float = 0.001,
+        name: str = "LinearCosineDecay",
+    ) -> None:
         self.initial_learning_rate = _check_number(
             "initial_learning_rate", initial_learning_rate, positive=True
         )
@@ -223,13 +241,13 @@ class LinearCosineDecay(_Schedule):
         self.beta = _check_number("beta", beta, non_negative=True)
         self.name = name
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         decayed = _linear_cosine(
             _step(step), float(self.decay_steps), self.num_periods, self.alpha, self.beta
         )
         return self.initial_learning_rate * decayed
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps,
@@ -283,7 +301,7 @@ def _step_normal(seed, step):
 
 @keras.saving.register_keras_serializable(package="keras_tricks")
 class NoisyLinearCosineDecay(_Schedule):
-    """Noisy linear-cosine decay (Bello et al. 2017), as `tf.compat.v1.train.noisy_linear_cosine_decay`.
+    """Noisy linear-cosine decay (Bello et al. 2017), as TF's `noisy_linear_cosine_decay`.
 
     Bello et al. 2017, https://arxiv.org/abs/1709.07417. The linear term gets zero-mean
     Gaussian noise whose variance decays with the step:
@@ -324,18 +342,19 @@ class NoisyLinearCosineDecay(_Schedule):
         name: name of the schedule.
     """
 
+    @_suggest_keywords
     def __init__(
         self,
-        initial_learning_rate,
-        decay_steps,
-        initial_variance=1.0,
-        variance_decay=0.55,
-        num_periods=0.5,
-        alpha=0.0,
-        beta=0.001,
-        seed=None,
-        name="NoisyLinearCosineDecay",
-    ):
+        initial_learning_rate: float,
+        decay_steps: int,
+        initial_variance: float = 1.0,
+        variance_decay: float = 0.55,
+        num_periods: float = 0.5,
+        alpha: float = 0.0,
+        beta: float = 0.001,
+        seed: int | None = None,
+        name: str = "NoisyLinearCosineDecay",
+    ) -> None:
         self.initial_learning_rate = _check_number(
             "initial_learning_rate", initial_learning_rate, positive=True
         )
@@ -352,7 +371,7 @@ class NoisyLinearCosineDecay(_Schedule):
         self.seed = _check_int("seed", seed, minimum=0)
         self.name = name
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         step = _step(step)
         clipped = ops.minimum(step, float(self.decay_steps))
         std = ops.sqrt(self.initial_variance / ops.power(1.0 + clipped, self.variance_decay))
@@ -362,7 +381,7 @@ class NoisyLinearCosineDecay(_Schedule):
         )
         return self.initial_learning_rate * decayed
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps,
@@ -376,7 +395,8 @@ class NoisyLinearCosineDecay(_Schedule):
         }
 
 
-def epochs_to_steps(epochs, steps_per_epoch):
+@_suggest_keywords
+def epochs_to_steps(epochs: Sequence[float], steps_per_epoch: int) -> list[int]:
     """Convert epoch boundaries to step boundaries: `[e * steps_per_epoch for e in epochs]`.
 
     Example:
@@ -395,7 +415,7 @@ def epochs_to_steps(epochs, steps_per_epoch):
     """
     steps_per_epoch = _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
     if not isinstance(epochs, (list, tuple)) or len(epochs) == 0:
-        raise ValueError(f"`epochs` must be a non-empty list; received epochs={epochs!r}.")
+        _fail("epochs", "a non-empty list of epoch numbers", epochs)
     return [
         int(round(_check_number(f"epochs[{i}]", e, non_negative=True) * steps_per_epoch))
         for i, e in enumerate(epochs)
@@ -430,7 +450,14 @@ class StepDecay(_Schedule):
         name: name of the schedule.
     """
 
-    def __init__(self, initial_learning_rate, boundaries, factor=0.1, name="StepDecay"):
+    @_suggest_keywords
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        boundaries: Sequence[int],
+        factor: float = 0.1,
+        name: str = "StepDecay",
+    ) -> None:
         self.initial_learning_rate = _check_number(
             "initial_learning_rate", initial_learning_rate, positive=True
         )
@@ -439,18 +466,24 @@ class StepDecay(_Schedule):
         self.name = name
 
     @classmethod
-    def from_epochs(cls, initial_learning_rate, boundary_epochs, steps_per_epoch, factor=0.1):
+    def from_epochs(
+        cls,
+        initial_learning_rate: float,
+        boundary_epochs: Sequence[float],
+        steps_per_epoch: int,
+        factor: float = 0.1,
+    ) -> StepDecay:
         """Build a `StepDecay` whose boundaries are given in epochs."""
         return cls(initial_learning_rate, epochs_to_steps(boundary_epochs, steps_per_epoch), factor)
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         step = _step(step)
         passed = ops.zeros((), "float32")
         for boundary in self.boundaries:
             passed = passed + ops.cast(step >= float(boundary), "float32")
         return self.initial_learning_rate * ops.power(self.factor, passed)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "initial_learning_rate": self.initial_learning_rate,
             "boundaries": list(self.boundaries),
@@ -495,19 +528,19 @@ class PiecewiseLinear(_Schedule):
         name: name of the schedule.
     """
 
-    def __init__(self, boundaries, values, name="PiecewiseLinear"):
+    @_suggest_keywords
+    def __init__(
+        self, boundaries: Sequence[int], values: Sequence[float], name: str = "PiecewiseLinear"
+    ) -> None:
         self.boundaries = _check_increasing("boundaries", boundaries)
         if not isinstance(values, (list, tuple)) or len(values) != len(self.boundaries):
-            raise ValueError(
-                f"`values` must be a list with one value per boundary ({len(self.boundaries)}); "
-                f"received values={values!r}."
-            )
+            _fail("values", f"a list with one value per boundary ({len(self.boundaries)})", values)
         self.values = [
             _check_number(f"values[{i}]", v, non_negative=True) for i, v in enumerate(values)
         ]
         self.name = name
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         step = _step(step)
         out = ops.full((), self.values[0], "float32")
         points = list(zip(self.boundaries, self.values))
@@ -516,12 +549,18 @@ class PiecewiseLinear(_Schedule):
             out = out + t * (v1 - v0)
         return out
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"boundaries": list(self.boundaries), "values": list(self.values), "name": self.name}
 
 
-def page_triangular(steps_per_epoch, peak_learning_rate=0.4, peak_epoch=5, total_epochs=24):
-    """David Page's triangular schedule: 0 -> `peak_learning_rate` at `peak_epoch` -> 0 at `total_epochs`.
+@_suggest_keywords
+def page_triangular(
+    steps_per_epoch: int,
+    peak_learning_rate: float = 0.4,
+    peak_epoch: float = 5,
+    total_epochs: float = 24,
+) -> PiecewiseLinear:
+    """David Page's triangular schedule: 0 -> `peak_learning_rate` at `peak_epoch` -> 0 at the end.
 
     From "How to train your ResNet" (2018), https://myrtle.ai/learn/how-to-train-your-resnet/,
     the fast CIFAR-10 ResNet-9 recipe: `PiecewiseLinear([0, 5, 24], [0, 0.4, 0])` in epochs.
@@ -546,10 +585,7 @@ def page_triangular(steps_per_epoch, peak_learning_rate=0.4, peak_epoch=5, total
     _check_number("peak_learning_rate", peak_learning_rate, positive=True)
     _check_number("peak_epoch", peak_epoch, positive=True)
     if _check_number("total_epochs", total_epochs, positive=True) <= peak_epoch:
-        raise ValueError(
-            f"`total_epochs` must be greater than `peak_epoch`={peak_epoch!r}; "
-            f"received total_epochs={total_epochs!r}."
-        )
+        _fail("total_epochs", f"greater than `peak_epoch`={peak_epoch!r}", total_epochs)
     boundaries = epochs_to_steps([0, peak_epoch, total_epochs], steps_per_epoch)
     return PiecewiseLinear(boundaries, [0.0, float(peak_learning_rate), 0.0])
 
@@ -569,7 +605,8 @@ class OneCycle(_Schedule):
     initial, minimum = max_lr / div_factor, max_lr / div_factor / final_div_factor
     phases = [(pct_start * total_steps - 1, initial, max_lr),
               (total_steps - 1, max_lr, minimum)]
-    # three_phase: [(p*T - 1, initial, max_lr), (2*p*T - 2, max_lr, initial), (T - 1, initial, minimum)]
+    # three_phase: [(p*T - 1, initial, max_lr), (2*p*T - 2, max_lr, initial),
+    #               (T - 1, initial, minimum)]
     cos = lambda start, end, pct: end + (start - end) / 2 * (cos(pi * pct) + 1)
     linear = lambda start, end, pct: (end - start) * pct + start
     def lr(step):
@@ -606,34 +643,35 @@ class OneCycle(_Schedule):
         name: name of the schedule.
     """
 
+    @_suggest_keywords
     def __init__(
         self,
-        max_learning_rate,
-        total_steps,
-        pct_start=0.3,
-        div_factor=25.0,
-        final_div_factor=1e4,
-        anneal="cos",
-        three_phase=False,
-        name="OneCycle",
-    ):
+        max_learning_rate: float,
+        total_steps: int,
+        pct_start: float = 0.3,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        anneal: str = "cos",
+        three_phase: bool = False,
+        name: str = "OneCycle",
+    ) -> None:
         self.max_learning_rate = _check_number(
             "max_learning_rate", max_learning_rate, positive=True
         )
         self.total_steps = _check_int("total_steps", total_steps, minimum=2)
         self.pct_start = _check_number("pct_start", pct_start, positive=True)
+        three_phase = _check_bool("three_phase", three_phase)
         upper = 0.5 if three_phase else 1.0
         if not self.pct_start < upper:
-            raise ValueError(
-                f"`pct_start` must be in (0, {upper}){' with three_phase=True' if three_phase else ''}; "
-                f"received pct_start={pct_start!r}."
+            _fail(
+                "pct_start",
+                f"in (0, {upper})" + (" with three_phase=True" if three_phase else ""),
+                pct_start,
             )
         self.div_factor = _check_number("div_factor", div_factor, positive=True)
         self.final_div_factor = _check_number("final_div_factor", final_div_factor, positive=True)
-        if anneal not in ("cos", "linear"):
-            raise ValueError(f"`anneal` must be 'cos' or 'linear'; received anneal={anneal!r}.")
-        self.anneal = anneal
-        self.three_phase = bool(three_phase)
+        self.anneal = _check_one_of("anneal", anneal, ("cos", "linear"))
+        self.three_phase = three_phase
         self.name = name
         ends = [end for end, _, _ in self._phases()]
         lengths = [b - a for a, b in zip([0.0] + ends, ends)]
@@ -641,8 +679,8 @@ class OneCycle(_Schedule):
             raise ValueError(
                 "Every one-cycle phase must last more than one step: the warmup "
                 f"(pct_start * total_steps = {self.pct_start * self.total_steps:g} steps) must be "
-                f"> 1 and shorter than total_steps; received pct_start={pct_start!r}, "
-                f"total_steps={total_steps!r}."
+                f"> 1 and shorter than total_steps. Received: pct_start={pct_start!r}, "
+                f"total_steps={total_steps!r}"
             )
 
     def _phases(self):
@@ -667,7 +705,7 @@ class OneCycle(_Schedule):
         # float32 (the final rate is ~1e-5 of the start and would drown in round-off).
         return (1.0 - pct) * start + pct * end
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         step = _step(step)
         phases = self._phases()
         # Evaluate phases from last to first so the earliest phase containing `step` wins,
@@ -680,7 +718,7 @@ class OneCycle(_Schedule):
             out = value if out is None else ops.where(step <= end_step, value, out)
         return out
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "max_learning_rate": self.max_learning_rate,
             "total_steps": self.total_steps,

@@ -352,7 +352,7 @@ def test_celu_matches_its_formula_and_resnet9_uses_it():
         ({"variant": "e"}, "variant='e'"),
         ({"variant": "D"}, "variant='D'"),
         ({"num_classes": 0}, "num_classes=0"),
-        ({"input_shape": (16, 16, 3)}, r"input_shape=\(16, 16, 3\).*channels-last"),
+        ({"input_shape": (16, 16, 3)}, r"channels-last.*input_shape=\(16, 16, 3\)"),
         ({"input_shape": (3, 224, 224)}, r"height.*input_shape=\(3, 224, 224\)"),
         ({"input_shape": (224, 224)}, r"input_shape=\(224, 224\)"),
         ({"input_shape": (224, 224, 0)}, "channels"),

@@ -9,8 +9,15 @@ exclusion by name (`no_bias_decay`, LARS) finds the biases and batch-norm parame
 Layer names follow `keras.applications.ResNet50` (`conv2_block1_1_conv`, `conv2_block1_out`, ...).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import layers
+
+from keras_tricks._checks import check_bool, check_int, check_one_of, fail, suggest_keywords
+from keras_tricks.models._common import check_input_shape
 
 # depth -> (block kind, blocks per stage); He et al. 2015, Table 1.
 _ARCH = {
@@ -133,48 +140,18 @@ def _stem(x, variant, init):
     return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
 
-def _check_input_shape(input_shape, min_size):
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = None
-    if shape is None or len(shape) != 3:
-        raise ValueError(
-            "`input_shape` must be a channels-last (height, width, channels) tuple; "
-            f"received input_shape={input_shape!r}."
-        )
-    height, width, channels = shape
-    for dim_name, dim in (("height", height), ("width", width)):
-        if dim is not None and (not isinstance(dim, int) or dim < min_size):
-            raise ValueError(
-                f"`input_shape` {dim_name} must be None or an int >= {min_size} (the network "
-                f"downsamples by {min_size}); received input_shape={input_shape!r}. Shapes are "
-                "channels-last: (height, width, channels)."
-            )
-    if not isinstance(channels, int) or channels < 1:
-        raise ValueError(
-            "`input_shape` channels (last entry, channels-last) must be a positive int; "
-            f"received input_shape={input_shape!r}."
-        )
-    return shape
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}.")
-
-
+@suggest_keywords
 def resnet_v1(
-    depth=50,
-    variant="d",
-    num_classes=1000,
-    input_shape=(224, 224, 3),
-    zero_gamma=True,
-    kernel_initializer="kaiming",
-    include_top=True,
-    classifier_activation=None,
-    name=None,
-):
+    depth: int = 50,
+    variant: str = "d",
+    num_classes: int = 1000,
+    input_shape: tuple[int | None, int | None, int] = (224, 224, 3),
+    zero_gamma: bool = True,
+    kernel_initializer: Any = "kaiming",
+    include_top: bool = True,
+    classifier_activation: Any = None,
+    name: str | None = None,
+) -> keras.Model:
     """ResNet v1 (He et al. 2015) with the Bag-of-Tricks tweaks B, C and D and zero-γ init.
 
     Paper: He et al. 2019, https://arxiv.org/abs/1812.01187 (Section 4, Figure 2; Section 3.1).
@@ -221,24 +198,21 @@ def resnet_v1(
     Returns:
         A `keras.Model`.
     """
-    if depth not in _ARCH:
-        raise ValueError(f"`depth` must be one of {sorted(_ARCH)}; received depth={depth!r}.")
-    if variant not in _VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {list(_VARIANTS)}; received variant={variant!r}."
-        )
-    _check_positive_int("num_classes", num_classes)
-    input_shape = _check_input_shape(input_shape, 32)
-    if not isinstance(zero_gamma, bool):
-        raise ValueError(f"`zero_gamma` must be True or False; received zero_gamma={zero_gamma!r}.")
+    depth = check_one_of("depth", depth, sorted(_ARCH))
+    variant = check_one_of("variant", variant, list(_VARIANTS))
+    check_int("num_classes", num_classes, minimum=1)
+    input_shape = check_input_shape(input_shape, 32)
+    check_bool("zero_gamma", zero_gamma)
+    check_bool("include_top", include_top)
     if not (
         kernel_initializer in ("kaiming", "xavier")
         or not isinstance(kernel_initializer, str)
         or _is_keras_initializer_name(kernel_initializer)
     ):
-        raise ValueError(
-            "`kernel_initializer` must be 'kaiming', 'xavier' or a Keras initializer; "
-            f"received kernel_initializer={kernel_initializer!r}."
+        fail(
+            "kernel_initializer",
+            "'kaiming', 'xavier' or a Keras initializer",
+            kernel_initializer,
         )
     conv_init, dense_init = _initializers(kernel_initializer)
     kind, blocks = _ARCH[depth]

@@ -1,9 +1,21 @@
 """David Page's ResNet-9 for fast CIFAR-10 training, with his bag-of-tricks options."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import layers
 
-from keras_tricks.models.resnet import _check_input_shape, _check_positive_int
+from keras_tricks._checks import (
+    check_bool,
+    check_int,
+    check_keywords,
+    check_number,
+    check_one_of,
+    suggest_keywords,
+)
+from keras_tricks.models._common import check_input_shape
 
 _ACTIVATIONS = ("relu", "celu")
 
@@ -31,19 +43,19 @@ class CELU(layers.Layer):
         alpha: positive float, the scale of the negative part.
     """
 
-    def __init__(self, alpha=1.0, **kwargs):
+    def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
+        check_keywords(type(self), kwargs)
+        alpha = check_number("alpha", alpha, positive=True)
         super().__init__(**kwargs)
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
-            raise ValueError(f"`alpha` must be a positive float; received alpha={alpha!r}.")
-        self.alpha = float(alpha)
+        self.alpha = alpha
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return keras.ops.celu(inputs, alpha=self.alpha)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "alpha": self.alpha}
 
 
@@ -70,17 +82,18 @@ def _conv_bn_act(
     return x
 
 
+@suggest_keywords
 def resnet9(
-    num_classes=10,
-    input_shape=(32, 32, 3),
-    width=64,
-    activation="relu",
-    celu_alpha=0.3,
-    frozen_bn_scale=False,
-    pool_before_bn=False,
-    output_scale=0.125,
-    name="resnet9",
-):
+    num_classes: int = 10,
+    input_shape: tuple[int | None, int | None, int] = (32, 32, 3),
+    width: int = 64,
+    activation: str = "relu",
+    celu_alpha: float = 0.3,
+    frozen_bn_scale: bool = False,
+    pool_before_bn: bool = False,
+    output_scale: float = 0.125,
+    name: str = "resnet9",
+) -> keras.Model:
     """David Page's ResNet-9, the DAWNBench CIFAR-10 network (94% in 79 s on one V100).
 
     "How to train your ResNet" series, https://myrtle.ai/learn/how-to-train-your-resnet/ (part 4,
@@ -122,22 +135,14 @@ def resnet9(
     Returns:
         A `keras.Model` whose outputs are float32 logits.
     """
-    _check_positive_int("num_classes", num_classes)
-    input_shape = _check_input_shape(input_shape, 8)
-    _check_positive_int("width", width)
-    if activation not in _ACTIVATIONS:
-        raise ValueError(
-            f"`activation` must be one of {list(_ACTIVATIONS)}; received activation={activation!r}."
-        )
-    if isinstance(celu_alpha, bool) or not isinstance(celu_alpha, int | float) or celu_alpha <= 0:
-        raise ValueError(
-            f"`celu_alpha` must be a positive float; received celu_alpha={celu_alpha!r}."
-        )
-    for arg, value in (("frozen_bn_scale", frozen_bn_scale), ("pool_before_bn", pool_before_bn)):
-        if not isinstance(value, bool):
-            raise ValueError(f"`{arg}` must be True or False; received {arg}={value!r}.")
-    if isinstance(output_scale, bool) or not isinstance(output_scale, int | float):
-        raise ValueError(f"`output_scale` must be a float; received output_scale={output_scale!r}.")
+    check_int("num_classes", num_classes, minimum=1)
+    input_shape = check_input_shape(input_shape, 8)
+    check_int("width", width, minimum=1)
+    check_one_of("activation", activation, _ACTIVATIONS)
+    check_number("celu_alpha", celu_alpha, positive=True)
+    check_bool("frozen_bn_scale", frozen_bn_scale)
+    check_bool("pool_before_bn", pool_before_bn)
+    check_number("output_scale", output_scale, finite=True)
 
     # PyTorch's default conv/linear init, U(±1/sqrt(fan_in)).
     init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
