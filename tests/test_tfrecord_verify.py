@@ -110,3 +110,18 @@ def test_leftover_temporary_file_is_a_warning_not_a_failure(dataset):
 def test_directory_without_manifest_fails(tmp_path):
     result = tfrecord_tools.verify(str(tmp_path))
     assert not result.ok and "No manifest.json" in str(result)
+
+
+def test_verify_shows_progress_of_the_records_checked_like_convert(dataset, capsys):
+    from tfrecord_tools.cli import main
+
+    out, _ = dataset
+    assert main(["verify", str(out), "--decode"]) == 0
+    captured = capsys.readouterr()
+    assert "verify --decode" in captured.err and "100%" in captured.err
+    assert "48.0/48.0" in captured.err  # tqdm's n/total of the 48 records
+    assert "OK:" in captured.out
+    assert main(["verify", str(out), "--decode", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert tfrecord_tools.verify(str(out), progress=False).ok
+    assert capsys.readouterr().err == ""

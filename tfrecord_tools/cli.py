@@ -145,7 +145,9 @@ def _convert(args):
 def _verify(args):
     import tfrecord_tools
 
-    result = tfrecord_tools.verify(args.path, decode_images=args.decode, splits=_splits(args.split))
+    result = tfrecord_tools.verify(
+        args.path, decode_images=args.decode, splits=_splits(args.split), progress=not args.quiet
+    )
     if not result.ok or not args.quiet:
         print(result, file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1

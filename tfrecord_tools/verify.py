@@ -29,14 +29,14 @@ class VerifyResult:
     shards: int = 0
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return not self.problems
 
     def __bool__(self):
         return self.ok
 
     @property
-    def bad_shards(self):
+    def bad_shards(self) -> list:
         seen = []
         for file, _ in self.problems:
             if file not in seen and file != mf.MANIFEST_NAME:
@@ -54,8 +54,10 @@ class VerifyResult:
         return "\n".join(lines)
 
 
-def _count_records(path, compression, num_classes, decode, image_format):
-    """Read a shard with TensorFlow (CRC-checked): `(count, label histogram)`; raises on damage."""
+def _count_records(path, compression, num_classes, decode, image_format, progress=None):
+    """Read a shard with TensorFlow (CRC-checked): `(count, label histogram)`; raises on damage.
+
+    `progress(n)` is called after every batch of `n` records read."""
     import tensorflow as tf
 
     ds = tf.data.TFRecordDataset(path, compression_type=compression or "")
@@ -84,6 +86,8 @@ def _count_records(path, compression, num_classes, decode, image_format):
     for labels in ds:
         labels = labels.numpy()
         total += len(labels)
+        if progress is not None:
+            progress(len(labels))
         for label in labels.tolist():
             if label < 0:
                 raise ValueError(f"negative label {label}")
@@ -93,7 +97,12 @@ def _count_records(path, compression, num_classes, decode, image_format):
     return total, counts
 
 
-def verify(path, decode_images=False, splits=None):
+def verify(
+    path: str,
+    decode_images: bool = False,
+    splits: list | None = None,
+    progress: bool = False,
+) -> VerifyResult:
     """Verify the dataset at `path` (local or `gs://`) against its `manifest.json`.
 
     For every shard: it exists, its size and sha256 equal the manifest's, TensorFlow reads it
@@ -116,12 +125,12 @@ def verify(path, decode_images=False, splits=None):
         path: the converted dataset's directory.
         decode_images: also decode every image (slower).
         splits: only these splits (list of names); None checks all.
+        progress: show a tqdm progress bar of the records checked (the CLI shows it unless
+            `--quiet`), like `convert`.
 
     Returns:
         `VerifyResult` (truthy when everything checks).
     """
-    import tensorflow as tf
-
     path = str(path)
     result = VerifyResult(path)
     try:
@@ -129,12 +138,38 @@ def verify(path, decode_images=False, splits=None):
     except (FileNotFoundError, ValueError) as e:
         result.problems.append((mf.MANIFEST_NAME, str(e)))
         return result
-    gfile = tf.io.gfile
     wanted = (
         manifest["splits"] if splits is None else {s: manifest["splits"].get(s) for s in splits}
     )
     compression = manifest.get("compression")
     num_classes = manifest.get("num_classes") or 0
+    from tqdm.auto import tqdm
+
+    total = sum(
+        s.get("num_records", 0)
+        for entry in wanted.values()
+        if isinstance(entry, dict)
+        for s in entry.get("shards", [])
+    )
+    bar = tqdm(
+        total=total,
+        unit="rec",
+        unit_scale=True,
+        desc="verify --decode" if decode_images else "verify",
+        disable=not progress or not total,
+        dynamic_ncols=True,
+    )
+    try:
+        _verify_splits(result, path, manifest, wanted, compression, num_classes, decode_images, bar)
+    finally:
+        bar.close()
+    return result
+
+
+def _verify_splits(result, path, manifest, wanted, compression, num_classes, decode_images, bar):
+    import tensorflow as tf
+
+    gfile = tf.io.gfile
     for split, entry in wanted.items():
         if entry is None:
             result.problems.append((mf.MANIFEST_NAME, f"split {split!r} is not in the manifest"))
@@ -172,7 +207,12 @@ def verify(path, decode_images=False, splits=None):
                 result.problems.append((file, f"sha256 {digest} != manifest {shard['sha256']}"))
             try:
                 count, labels = _count_records(
-                    full, compression, num_classes, decode_images, manifest["image_format"]
+                    full,
+                    compression,
+                    num_classes,
+                    decode_images,
+                    manifest["image_format"],
+                    bar.update,
                 )
             except (tf.errors.OpError, ValueError) as e:
                 message = getattr(e, "message", str(e)).strip().splitlines()[0]
@@ -195,4 +235,3 @@ def verify(path, decode_images=False, splits=None):
                 result.warnings.append(
                     (base, "not listed in the manifest (leftover of an interrupted run?)")
                 )
-    return result
