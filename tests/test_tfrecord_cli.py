@@ -128,7 +128,7 @@ def test_shared_convert_options_map_to_the_convert_keyword_arguments():
     parser = add_convert_arguments(argparse.ArgumentParser())
     argv = ["idx:d", "out", "--name", "ds", "--num-shards", "4", "--image-format", "jpeg"]
     argv += ["--quality", "80", "--gzip", "--seed", "3", "--no-shuffle", "--skip-corrupt"]
-    argv += ["--label-names", "a,b", "--overwrite"]
+    argv += ["--label-names", "a,b", "--overwrite", "--alpha", "composite"]
     assert convert_arguments(parser.parse_args(argv)) == {
         "num_shards": 4,
         "image_format": "jpeg",
@@ -140,6 +140,7 @@ def test_shared_convert_options_map_to_the_convert_keyword_arguments():
         "skip_corrupt": True,
         "label_names": ["a", "b"],
         "overwrite": True,
+        "alpha": "composite",
     }
     defaults = convert_arguments(parser.parse_args(["idx:d", "out"]))
     assert defaults == {
@@ -153,4 +154,5 @@ def test_shared_convert_options_map_to_the_convert_keyword_arguments():
         "skip_corrupt": False,
         "label_names": None,
         "overwrite": False,
+        "alpha": "error",
     }

@@ -24,7 +24,8 @@ import tfrecord_tools
 from keras_tricks.datasets import read_idx
 from tfrecord_tools import manifest as mf
 from tfrecord_tools.example import parse_example
-from tfrecord_tools.writer import ConversionPlan, shard_indices
+from tfrecord_tools.options import ConversionOptions
+from tfrecord_tools.plan import ConversionPlan, OutputState, resolve, shard_indices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,9 +74,10 @@ def test_shards_hold_the_seeded_permutation_cut_into_contiguous_pieces(tmp_path)
 
 def test_conversion_plan_cuts_the_same_shards_and_refuses_a_different_output_without_io(tmp_path):
     x, y = _arrays(n=10)
-    plan = ConversionPlan(tmp_path / "out", num_shards=3, name="toy", seed=4).open((x, y))
+    options = ConversionOptions(str(tmp_path / "out"), num_shards=3, name="toy", seed=4)
+    plan = ConversionPlan.build((x, y), options)
     order = np.random.default_rng(4).permutation(10)  # cuts at 10*i//3 = 0, 3, 6, 10
-    assert [s.tolist() for s in plan.shard_indices("train")] == [
+    assert [s.tolist() for s in plan.splits["train"].indices] == [
         order[0:3].tolist(),
         order[3:6].tolist(),
         order[6:10].tolist(),
@@ -85,13 +87,18 @@ def test_conversion_plan_cuts_the_same_shards_and_refuses_a_different_output_wit
         [3, 4, 5],
         [6, 7, 8, 9],
     ]
-    assert plan.shard_files("train") == [f"toy-train.tfrecord-0000{i}-of-00003" for i in range(3)]
-    assert plan.fingerprint("train")["num_source_records"] == 10
-    existing = dict(plan.config, seed=5, splits={})
-    assert plan.outdated_files(dict(plan.config, splits={}), overwrite=False) == []
+    assert plan.splits["train"].files == tuple(
+        f"toy-train.tfrecord-0000{i}-of-00003" for i in range(3)
+    )
+    assert plan.splits["train"].fingerprint["num_source_records"] == 10
+    # The resume rule decides from what the output holds, without I/O.
+    same = OutputState(dict(plan.config, splits={}), None, (), {})
+    assert resolve(plan, same, "run1").delete == ()
+    other = OutputState(dict(plan.config, seed=5, splits={}), None, (), {})
     with pytest.raises(ValueError, match="seed: existing 5 != requested 4"):
-        plan.outdated_files(existing, overwrite=False)
-    assert plan.outdated_files(existing, overwrite=True) == [str(tmp_path / "out/manifest.json")]
+        resolve(plan, other, "run1")
+    replacing = ConversionPlan.build((x, y), options.replace(overwrite=True))
+    assert resolve(replacing, other, "run1").interim is None  # manifest.json goes first
     assert not os.path.exists(tmp_path / "out")  # planning writes nothing
 
 

@@ -1,11 +1,12 @@
 """The `tfrecord_tools.convert` conversion as an Apache Beam pipeline (locally, or on Dataflow at scale).
 
-The pipeline writes exactly what the local writer writes: the same argument checks and the same
-seeded permutation cut into the same contiguous shards (`tfrecord_tools.writer.ConversionPlan`),
-each shard encoded by the same `tfrecord_tools.writer.build_shard` (so the same
-`tf.train.Example` bytes, TFRecord framing and GZIP settings), under the same tfds-style names,
-with the same `manifest.json` built by `tfrecord_tools.manifest`. Shard files are therefore byte-identical to a local conversion with the
-same options, and `tfrecord_tools.verify` / `read_dataset` accept the output.
+The pipeline writes exactly what the local writer writes: the same `ConversionOptions` checks and
+the same seeded permutation cut into the same contiguous shards (`tfrecord_tools.plan`), each
+shard encoded by the same `tfrecord_tools.shard.build_shard` (so the same `tf.train.Example`
+bytes, TFRecord framing and GZIP settings), under the same tfds-style names, with the same
+`manifest.json`. Shard files are therefore byte-identical to a local conversion with the same
+options, and `tfrecord_tools.verify` / `read_dataset` accept the output. It also takes the same
+lock on the output (`tfrecord_tools.lock`, held by the driver for the whole run).
 
 Pipeline shape::
 
@@ -21,7 +22,8 @@ file under its final name is always complete. Output files go through Beam's `Fi
 (local disk, `gs://` via google-cloud-storage); workers import TensorFlow only to read the
 `gs://` image files of a `folder:` source.
 
-Rerunning resumes like the local writer: a shard whose file matches the sha256 recorded in
+Rerunning resumes by the local writer's rule (`tfrecord_tools.plan.resolve`, decided on the
+driver, so `overwrite` means the same for both): a shard whose file matches the sha256 recorded in
 `manifest.json` or in its `<shard>.json` sidecar is kept, not rebuilt; the two writers can finish
 each other's interrupted runs.
 
@@ -48,9 +50,12 @@ Command line (any Beam runner; unknown options go to Beam's `PipelineOptions`):
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
+import time
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -59,11 +64,23 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from tfrecord_tools import manifest as mf
-from tfrecord_tools import writer
+from tfrecord_tools import storage
 from tfrecord_tools.cli import add_convert_arguments, convert_arguments
-from tfrecord_tools.writer import build_shard, partial_conversion_error, shard_entry_from_result
+from tfrecord_tools.lock import LOCK_NAME, LockInfo, LockLostError, OutputLock
+from tfrecord_tools.options import ConversionOptions, EncodingOptions
+from tfrecord_tools.plan import (
+    ConversionPlan,
+    Resolution,
+    ShardTask,
+    final_manifest,
+    prepare_output,
+    read_state,
+    resolve,
+)
+from tfrecord_tools.shard import build_shard
+from tfrecord_tools.storage import TEMP_MARK, GfileStore, is_remote, join, temp_name
 
-__all__ = ["convert_beam", "build_pipeline", "plan_conversion", "ConversionPlan", "main"]
+__all__ = ["convert_beam", "build_pipeline", "plan_conversion", "BeamConversion", "main"]
 
 logger = logging.getLogger("tfrecord_tools")
 
@@ -96,13 +113,6 @@ def _write_bytes(path, data):
         f.close()
 
 
-def _write_bytes_atomic(path, data):
-    """Write under a temporary name, then rename the single file into place."""
-    tmp = mf.temp_path(path)
-    _write_bytes(tmp, data)
-    FileSystems.rename([tmp], [path])
-
-
 def _read_bytes(path):
     f = FileSystems.open(path, compression_type=_RAW)
     try:
@@ -111,252 +121,281 @@ def _read_bytes(path):
         f.close()
 
 
-def _read_json(path):
-    if not FileSystems.exists(path):
-        return None
-    try:
-        return json.loads(_read_bytes(path))
-    except ValueError:  # a half-written or foreign file is just not resumable
-        return None
+class BeamStore(GfileStore):
+    """`storage.Store` through Beam's `FileSystems` for remote paths (google-cloud-storage on
+    `gs://`, as Beam workers have it); local paths as in `GfileStore` (plain `os`)."""
 
+    def exists(self, path):
+        return FileSystems.exists(path) if is_remote(path) else super().exists(path)
 
-def _file_sha256(path):
-    if not FileSystems.exists(path):
-        return None
-    f = FileSystems.open(path, compression_type=_RAW)
-    try:
-        return mf.sha256_stream(f)[0]
-    finally:
-        f.close()
+    def read(self, path):
+        if not is_remote(path):
+            return super().read(path)
+        try:
+            return _read_bytes(path)
+        except Exception:  # noqa: BLE001 - absent or unreadable: the caller decides
+            return None
 
+    def write(self, path, data):
+        if not is_remote(path):
+            return super().write(path, data)
+        try:
+            _write_bytes(path, data)
+        except Exception as e:  # noqa: BLE001
+            raise storage.storage_error(path, e) from e
 
-def _delete_matching(pattern):
-    matches = FileSystems.match([pattern])[0].metadata_list
-    if matches:
-        FileSystems.delete([m.path for m in matches])
-    return len(matches)
+    def create_exclusive(self, path, data):
+        if not is_remote(path):
+            return super().create_exclusive(path, data)
+        if self.exists(path):
+            return False
+        self.write(path, data)
+        time.sleep(storage._REMOTE_SETTLE_S)
+        return self.read(path) == data
 
+    def rename(self, src, dst):
+        if not is_remote(src):
+            return super().rename(src, dst)
+        try:
+            FileSystems.rename([src], [dst])
+        except Exception as e:  # noqa: BLE001
+            raise storage.storage_error(dst, e) from e
 
-def _delete_existing(paths):
-    present = [p for p in paths if FileSystems.exists(p)]
-    if present:
-        FileSystems.delete(present)
+    def delete(self, paths):
+        remote = [p for p in paths if is_remote(p)]
+        super().delete([p for p in paths if not is_remote(p)])
+        present = [p for p in remote if FileSystems.exists(p)]
+        if present:
+            FileSystems.delete(present)
+
+    def list(self, directory, pattern):
+        if not is_remote(directory):
+            return super().list(directory, pattern)
+        matches = FileSystems.match([join(directory, pattern)])[0].metadata_list
+        return sorted(m.path.rsplit("/", 1)[-1] for m in matches)
+
+    def makedirs(self, directory):
+        if not is_remote(directory):
+            super().makedirs(directory)  # gs:// has no directories to make
+
+    def size(self, path):
+        if not is_remote(path):
+            return super().size(path)
+        try:
+            return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        except Exception:  # noqa: BLE001 - absent
+            return None
+
+    def sha256(self, path):
+        if not is_remote(path):
+            return super().sha256(path)
+        try:
+            f = FileSystems.open(path, compression_type=_RAW)
+        except Exception:  # noqa: BLE001 - absent
+            return None
+        try:
+            return mf.sha256_stream(f)[0]
+        finally:
+            f.close()
 
 
 # --- planning (driver side) --------------------------------------------------------------------
 
 
-class ConversionPlan(writer.ConversionPlan):
-    """A `tfrecord_tools.writer.ConversionPlan` plus the pipeline's tasks, made on the driver.
+@dataclasses.dataclass(frozen=True)
+class BeamConversion:
+    """Everything the pipeline needs, decided on the driver in one call (`plan_conversion`).
 
-    Attributes (besides those of `writer.ConversionPlan`):
-        tasks: `[(split, shard_index, file_name, payload, fingerprint, known_entry)]`.
-        split_sizes: `{split: number of source records}`, in source split order.
-        label_names: class names or None.
-        description: the source description written to the manifest.
-        existing: the output's manifest as found when planning (None if absent or outdated).
+    Attributes:
+        plan: the `plan.ConversionPlan` (options, source, shard layout).
+        resolution: what the resume rule decided (`plan.resolve`): kept splits, deletions, one
+            `ShardTask` per shard with the recorded entries it may keep.
+        run_id: this run's id (temporary names, the lock).
     """
 
-    tasks = ()
-    existing = None
+    plan: ConversionPlan
+    resolution: Resolution
+    run_id: str
 
     @property
-    def split_sizes(self):
-        return {s: d.num_records for s, d in self.source.splits.items()}
+    def output(self) -> str:
+        return self.plan.output
 
-    @property
-    def label_names(self):
-        return self.source.label_names
+    def elements(self) -> list:
+        """The pipeline's input: `(ShardTask, payload)` per shard."""
+        return [(t, self.plan.splits[t.split].payload(t.index)) for t in self.resolution.tasks]
 
-    @property
-    def description(self):
-        return self.source.description
+
+def _options(output, split, num_shards, image_format, kwargs):
+    return ConversionOptions(
+        str(output).rstrip("/") or str(output),
+        split=split,
+        num_shards=num_shards,
+        image_format=image_format,
+        progress=False,
+        **kwargs,
+    )
 
 
 def plan_conversion(
-    source,
-    output,
-    split=None,
-    num_shards=None,
-    image_format="png",
+    source: Any,
+    output: str,
+    split: Any = None,
+    num_shards: Any = None,
+    image_format: str = "png",
     *,
-    name=None,
-    quality=95,
-    compression=None,
-    seed=0,
-    shuffle=True,
-    skip_corrupt=False,
-    label_names=None,
-    overwrite=False,
-):
-    """Check the arguments, open the source and list one task per shard (see `convert_beam`).
+    run_id: str | None = None,
+    **kwargs: Any,
+) -> BeamConversion:
+    """Check the arguments, open the source, read the output and apply the resume rule.
+
+    Writes nothing: `convert_beam` takes the output's lock, applies the decisions
+    (`plan.prepare_output`) and runs the pipeline (`build_pipeline`).
+
+    Args:
+        source, output, split, num_shards, image_format: as in `tfrecord_tools.convert`.
+        run_id: this run's id (default: a new one).
+        **kwargs: the other `ConversionOptions` fields (name, quality, compression, seed,
+            shuffle, skip_corrupt, label_names, overwrite, alpha).
 
     Raises:
-        ValueError: bad arguments, unknown source, or `output` holds a different conversion
-            (and `overwrite` is False) — the same checks and messages as `convert`, which
-            plans with the same `writer.ConversionPlan`.
+        ValueError: bad arguments, unknown source, or the output holds what this conversion may
+            not replace — the same checks and messages as `convert`.
     """
-    plan = ConversionPlan(
-        output,
-        num_shards,
-        image_format,
-        name=name,
-        quality=quality,
-        compression=compression,
-        seed=seed,
-        shuffle=shuffle,
-        skip_corrupt=skip_corrupt,
-    )
-    plan.output = plan.output.rstrip("/")
-    plan.open(source, split=split, label_names=label_names)
-    output = plan.output
-    if not output.startswith("gs://") and not FileSystems.exists(output):
-        FileSystems.mkdirs(output)
-    existing = _read_json(mf.manifest_path(output))
-    outdated = plan.outdated_files(existing, overwrite)
-    if outdated:
-        _delete_existing(outdated)
-        existing = None
-
-    tasks = []
-    for split_name, data in plan.source.splits.items():
-        # Leftovers of an interrupted run: temporary files are never complete.
-        _delete_matching(plan.leftover_glob(split_name))
-        fingerprint = plan.fingerprint(split_name)
-        old_shards = (existing or {}).get("splits", {}).get(split_name, {}).get("shards", [])
-        files = plan.shard_files(split_name)
-        for i, (file, indices) in enumerate(zip(files, plan.shard_indices(split_name))):
-            known = old_shards[i] if i < len(old_shards) and old_shards[i]["file"] == file else None
-            tasks.append((split_name, i, file, data.payload(indices), fingerprint, known))
-    plan.tasks = tasks
-    plan.existing = existing
-    return plan
+    options = _options(output, split, num_shards, image_format, kwargs)
+    plan = ConversionPlan.build(source, options)
+    run_id = run_id or storage.new_run_id()
+    store = BeamStore()
+    return BeamConversion(plan, resolve(plan, read_state(store, plan), run_id), run_id)
 
 
 # --- the pipeline ------------------------------------------------------------------------------
 
 
 class _WriteShardFn(beam.DoFn):
-    """Build one shard (`writer.build_shard`) and commit it atomically; emit its manifest entry."""
+    """Keep a verified shard, or build it (`shard.build_shard`) and commit it atomically; emit
+    `(split, index, entry)`."""
 
-    def __init__(self, output, options):
+    def __init__(self, output: str, encoding: EncodingOptions, run_id: str) -> None:
         self.output = output
-        self.options = options
+        self.encoding = encoding
+        self.run_id = run_id
         self.records = Metrics.counter("tfrecord_tools", "records_written")
         self.bytes = Metrics.counter("tfrecord_tools", "bytes_written")
         self.kept = Metrics.counter("tfrecord_tools", "shards_kept")
 
-    def _verified(self, path, entry, fingerprint):
-        """The recorded entry of an existing shard file whose sha256 still matches, else None."""
-        candidates = [c for c in (entry, self._sidecar_entry(path, fingerprint)) if c is not None]
+    def _verified(self, store, path, task: ShardTask):
+        if not task.candidates:
+            return None
+        size = store.size(path)
+        candidates = [c for c in task.candidates if c.get("num_bytes") == size]
         if not candidates:
             return None
-        actual = _file_sha256(path)
-        return next((c for c in candidates if c["sha256"] == actual), None)
+        digest = store.sha256(path)
+        return next((c for c in candidates if c.get("sha256") == digest), None)
 
-    def _sidecar_entry(self, path, fingerprint):
-        record = _read_json(path + ".json")
-        if record is None:
-            return None
-        if record.get("config") != fingerprint:
-            raise partial_conversion_error(self.output, path, record, fingerprint)
-        return record.get("shard")
-
-    def process(self, task):
-        split, index, file, payload, fingerprint, known = task
-        final = mf.join(self.output, file)
-        kept = self._verified(final, known, fingerprint)
+    def process(self, element):
+        task, payload = element
+        store = BeamStore()
+        final = join(self.output, task.file)
+        kept = self._verified(store, final, task)
         if kept is not None:
             self.kept.inc()
-            yield split, index, kept
+            yield task.split, task.index, kept
             return
-        result = build_shard(payload, **self.options)
-        data = result.pop("data")
-        entry = shard_entry_from_result(file, result)
-        tmp = mf.temp_path(final)
-        _write_bytes(tmp, data)
+        tmp = temp_name(final, self.run_id)
+        f = FileSystems.create(tmp, mime_type="application/octet-stream", compression_type=_RAW)
+        try:
+            result = build_shard(payload, self.encoding, f, path=tmp)
+        except BaseException:
+            f.close()
+            store.delete([tmp])
+            raise
+        f.close()
+        entry = result.entry(task.file)
         # The sidecar first, then the rename: a shard under its final name always has a record.
-        _write_bytes_atomic(
-            mf.sidecar_path(self.output, file), mf.sidecar_bytes(fingerprint, entry)
+        store.write_atomic(
+            mf.sidecar_path(self.output, task.file),
+            mf.sidecar_bytes(task.fingerprint, entry),
+            self.run_id,
         )
-        FileSystems.rename([tmp], [final])
+        store.rename(tmp, final)
         self.records.inc(entry["num_records"])
-        self.bytes.inc(len(data))
-        logger.info("wrote %s (%d records, %d bytes)", file, entry["num_records"], len(data))
-        yield split, index, entry
+        self.bytes.inc(result.num_bytes)
+        logger.info(
+            "wrote %s (%d records, %d bytes)", task.file, result.num_records, result.num_bytes
+        )
+        yield task.split, task.index, entry
 
 
-def _write_manifest(entries, output, config, split_sizes, label_names, existing_splits):
-    by_split = {}
+def _write_manifest(entries, conversion: BeamConversion):
+    store = BeamStore()
+    output = conversion.output
+    holder = LockInfo.parse(store.read(join(output, LOCK_NAME)))
+    if holder is not None and holder.run_id != conversion.run_id:
+        raise LockLostError(
+            f"conversion into {output!r} stopped: the lock is now held by {holder.describe()}; "
+            "this run wrote no manifest.json."
+        )
+    by_split = {s: {} for s in conversion.plan.splits}
     for split, index, entry in entries:
-        by_split.setdefault(split, {})[index] = entry
-    splits = dict(existing_splits)
-    for split, num_source_records in split_sizes.items():
-        shards = [by_split[split][i] for i in sorted(by_split[split])]
-        splits[split] = mf.split_entry(shards, num_source_records)  # raises unless counts reconcile
-    manifest = mf.manifest_from_config(config, splits, label_names)
-    # Same bytes as manifest.write_manifest, but through Beam's FileSystems.
-    _write_bytes_atomic(mf.manifest_path(output), mf.manifest_bytes(manifest))
-    _delete_existing(
-        [
-            mf.sidecar_path(output, s["file"])
-            for split in split_sizes
-            for s in splits[split]["shards"]
-        ]
-    )
+        by_split[split][index] = entry
+    shard_entries = {s: [by_split[s][i] for i in sorted(by_split[s])] for s in by_split}
+    manifest = final_manifest(conversion.plan, conversion.resolution, shard_entries)
+    store.write_atomic(mf.manifest_path(output), mf.manifest_bytes(manifest), conversion.run_id)
+    sidecars = [
+        mf.sidecar_path(output, f) for sp in conversion.plan.splits.values() for f in sp.files
+    ]
+    # This run's temporaries left by retried bundles, then the records of the shards.
+    temps = [join(output, f) for f in store.list(output, f"*{TEMP_MARK}{conversion.run_id}-*")]
+    store.delete(sidecars + [t for t in temps if not t.endswith(LOCK_NAME)])
     return manifest
 
 
-def build_pipeline(pipeline, plan):
-    """Add the conversion described by `plan` (from `plan_conversion`) to a Beam `pipeline`.
+def build_pipeline(pipeline, conversion: BeamConversion):
+    """Add the conversion decided by `plan_conversion` to a Beam `pipeline`.
+
+    Run it while holding the output's lock, after `plan.prepare_output` (as `convert_beam`
+    does): the pipeline itself only builds shards and writes the manifest.
 
     Returns:
         The PCollection holding the written manifest (one dict).
     """
-    existing = plan.existing or {}
-    existing_splits = {
-        k: v for k, v in existing.get("splits", {}).items() if k not in plan.split_sizes
-    }
-    label_names = plan.manifest_label_names(existing)
+    encoding = conversion.plan.options.encoding
     return (
         pipeline
-        | "ShardTasks" >> beam.Create(plan.tasks, reshuffle=False)
+        | "ShardTasks" >> beam.Create(conversion.elements(), reshuffle=False)
         | "Distribute" >> beam.Reshuffle()
-        | "EncodeAndWrite" >> beam.ParDo(_WriteShardFn(plan.output, plan.options))
+        | "EncodeAndWrite"
+        >> beam.ParDo(_WriteShardFn(conversion.output, encoding, conversion.run_id))
         | "Collect" >> beam.combiners.ToList()
-        | "WriteManifest"
-        >> beam.Map(
-            _write_manifest,
-            plan.output,
-            plan.config,
-            plan.split_sizes,
-            label_names,
-            existing_splits,
-        )
+        | "WriteManifest" >> beam.Map(_write_manifest, conversion)
     )
 
 
 def convert_beam(
-    source,
-    output,
-    split=None,
-    num_shards=None,
-    image_format="png",
+    source: Any,
+    output: str,
+    split: Any = None,
+    num_shards: Any = None,
+    image_format: str = "png",
     *,
-    pipeline_options=None,
-    name=None,
-    quality=95,
-    compression=None,
-    seed=0,
-    shuffle=True,
-    skip_corrupt=False,
-    label_names=None,
-    overwrite=False,
-):
+    pipeline_options: Any = None,
+    name: str | None = None,
+    quality: int = 95,
+    compression: str | None = None,
+    seed: int = 0,
+    shuffle: bool = True,
+    skip_corrupt: bool = False,
+    label_names: Any = None,
+    overwrite: bool = False,
+    alpha: str = "error",
+) -> dict:
     """Convert a raw dataset into sharded TFRecords + `manifest.json` with an Apache Beam pipeline.
 
     Same arguments and the same output as `tfrecord_tools.convert` (byte-identical shards and
-    manifest for the same options), with Beam doing the parallelism instead of `num_workers`.
+    manifest for the same options), with Beam doing the parallelism instead of `num_workers`;
+    the same lock and the same resume rule.
 
     Example:
 
@@ -369,7 +408,7 @@ def convert_beam(
 
     Args:
         source, output, split, num_shards, image_format, name, quality, compression, seed,
-            shuffle, skip_corrupt, label_names, overwrite: as in `tfrecord_tools.convert`.
+            shuffle, skip_corrupt, label_names, overwrite, alpha: as in `tfrecord_tools.convert`.
         pipeline_options: a `PipelineOptions`, or a list of command-line flags for it
             (e.g. `["--runner=DataflowRunner", "--project=...", ...]`). Without a runner the
             pipeline runs locally on `DEFAULT_LOCAL_RUNNER` (the DirectRunner's engine; the
@@ -378,12 +417,7 @@ def convert_beam(
     Returns:
         The manifest dict, as written to `output/manifest.json`.
     """
-    plan = plan_conversion(
-        source,
-        output,
-        split=split,
-        num_shards=num_shards,
-        image_format=image_format,
+    kwargs = dict(
         name=name,
         quality=quality,
         compression=compression,
@@ -392,9 +426,20 @@ def convert_beam(
         skip_corrupt=skip_corrupt,
         label_names=label_names,
         overwrite=overwrite,
+        alpha=alpha,
     )
-    with beam.Pipeline(options=_pipeline_options(pipeline_options)) as pipeline:
-        build_pipeline(pipeline, plan)
+    options = _options(output, split, num_shards, image_format, kwargs)
+    plan = ConversionPlan.build(source, options)  # every check before anything is written
+    store = BeamStore()
+    run_id = storage.new_run_id()
+    store.makedirs(plan.output)
+    with OutputLock(plan.output, run_id, store):
+        conversion = BeamConversion(plan, resolve(plan, read_state(store, plan), run_id), run_id)
+        for note in conversion.resolution.notes:
+            logger.warning("%s: %s", plan.output, note)
+        prepare_output(store, plan, conversion.resolution, run_id)
+        with beam.Pipeline(options=_pipeline_options(pipeline_options)) as pipeline:
+            build_pipeline(pipeline, conversion)
     return json.loads(_read_bytes(mf.manifest_path(plan.output)))
 
 
@@ -418,7 +463,8 @@ def main(argv=None):
             pipeline_options=beam_args,
             **convert_arguments(args),
         )
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, ImportError, OSError, RuntimeError) as e:
+        # Bad arguments, a refused output, a held lock, a storage failure: exit 2, one line.
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     if not args.quiet:

@@ -7,7 +7,8 @@ Examples::
     tfrecord-tools verify out/ --decode
     tfrecord-tools inspect out/ --grid out_grid.png
 
-Exit codes: 0 success, 1 verification failed, 2 bad arguments or conversion error.
+Exit codes: 0 success, 1 verification failed, 2 bad arguments or conversion error (including
+storage errors — disk full, read-only output — and an output locked by another conversion).
 """
 
 import argparse
@@ -59,7 +60,16 @@ def add_convert_arguments(parser):
     )
     parser.add_argument("--label-names", help="comma-separated class names (index = label)")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an output holding a different conversion"
+        "--overwrite",
+        action="store_true",
+        help="replace what in the output differs from this conversion (only the named splits)",
+    )
+    parser.add_argument(
+        "--alpha",
+        choices=("error", "composite", "keep"),
+        default="error",
+        help="images with an alpha channel (folder sources): refuse them (default), composite "
+        "them over white, or keep RGBA",
     )
     return parser
 
@@ -78,6 +88,7 @@ def convert_arguments(args):
         "skip_corrupt": args.skip_corrupt,
         "label_names": args.label_names.split(",") if args.label_names else None,
         "overwrite": args.overwrite,
+        "alpha": args.alpha,
     }
 
 
@@ -176,9 +187,20 @@ def main(argv=None):
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     handler = {"convert": _convert, "verify": _verify, "inspect": _inspect}[args.command]
+    from tfrecord_tools.lock import LockLostError, OutputLockedError
+    from tfrecord_tools.storage import StorageError
+
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        ImportError,
+        StorageError,
+        OutputLockedError,
+        LockLostError,
+    ) as e:
+        # One line naming the cause; exit 2 ("error"), never 1 ("verification failed").
         print(f"tfrecord-tools {args.command}: error: {e}", file=sys.stderr)
         return 2
 

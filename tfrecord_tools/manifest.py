@@ -63,6 +63,9 @@ __all__ = [
     "manifest_bytes",
     "manifest_path",
     "read_manifest",
+    "parse_manifest",
+    "validate_manifest",
+    "InvalidManifestError",
     "write_manifest",
     "write_bytes_atomic",
     "temp_path",
@@ -367,12 +370,101 @@ def manifest_path(path):
     return path if path.endswith(".json") else join(path, MANIFEST_NAME)
 
 
+class InvalidManifestError(ValueError):
+    """manifest.json exists but is damaged: not JSON, or missing / mistyped keys."""
+
+
+def _fail(where, what):
+    raise InvalidManifestError(f"invalid manifest {where!r}: {what}")
+
+
+def _check_int(value, what, where):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _fail(where, f"{what} must be a non-negative integer, found {value!r}")
+
+
+def validate_manifest(manifest, where="manifest.json"):
+    """Check the structure every reader and writer relies on; returns `manifest`.
+
+    Checked: a JSON object of this `FORMAT_VERSION`; `name` (str), `image_format`, `compression`;
+    `splits` an object of split objects, each with integer `num_records`, `num_source_records`
+    and a `shards` list whose entries have `file` (a base name), integer `num_records` and
+    `num_bytes`, a 64-digit hex `sha256`, and lists `label_counts` and `skipped`.
+
+    Raises:
+        InvalidManifestError (a ValueError): "invalid manifest '<where>': <what is wrong>".
+    """
+    from tfrecord_tools.example import IMAGE_FORMATS
+
+    if not isinstance(manifest, dict):
+        _fail(where, f"a JSON object is expected, found {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT_VERSION:
+        _fail(where, f"is not a {FORMAT_VERSION} manifest (format={manifest.get('format')!r})")
+    if not isinstance(manifest.get("name"), str):
+        _fail(where, f"'name' must be a string, found {manifest.get('name')!r}")
+    if manifest.get("image_format") not in IMAGE_FORMATS:
+        _fail(
+            where,
+            f"'image_format' must be one of {IMAGE_FORMATS}, found "
+            f"{manifest.get('image_format')!r}",
+        )
+    if manifest.get("compression") not in (None, "GZIP"):
+        _fail(where, f"'compression' must be null or 'GZIP', found {manifest.get('compression')!r}")
+    if "splits" not in manifest:
+        _fail(where, "no 'splits' key")
+    splits = manifest["splits"]
+    if not isinstance(splits, dict):
+        _fail(where, f"'splits' must be an object, found {type(splits).__name__}")
+    for split, entry in splits.items():
+        at = f"splits[{split!r}]"
+        if not isinstance(entry, dict):
+            _fail(where, f"{at} must be an object, found {type(entry).__name__}")
+        if "shards" not in entry:
+            _fail(where, f"{at} has no 'shards' key")
+        if not isinstance(entry["shards"], list):
+            _fail(where, f"{at}['shards'] must be a list, found {type(entry['shards']).__name__}")
+        for key in ("num_records", "num_source_records"):
+            if key not in entry:
+                _fail(where, f"{at} has no {key!r} key")
+            _check_int(entry[key], f"{at}[{key!r}]", where)
+        for i, shard in enumerate(entry["shards"]):
+            sat = f"{at}['shards'][{i}]"
+            if not isinstance(shard, dict):
+                _fail(where, f"{sat} must be an object, found {type(shard).__name__}")
+            for key in ("file", "num_records", "num_bytes", "sha256", "label_counts", "skipped"):
+                if key not in shard:
+                    _fail(where, f"{sat} has no {key!r} key")
+            file = shard["file"]
+            if not isinstance(file, str) or not file or "/" in file or file in (".", ".."):
+                _fail(where, f"{sat}['file'] must be a file name, found {file!r}")
+            _check_int(shard["num_records"], f"{sat}['num_records']", where)
+            _check_int(shard["num_bytes"], f"{sat}['num_bytes']", where)
+            if not (
+                isinstance(shard["sha256"], str) and re.fullmatch("[0-9a-f]{64}", shard["sha256"])
+            ):
+                _fail(where, f"{sat}['sha256'] must be 64 hex digits, found {shard['sha256']!r}")
+            for key in ("label_counts", "skipped"):
+                if not isinstance(shard[key], list):
+                    _fail(where, f"{sat}[{key!r}] must be a list, found {shard[key]!r}")
+    return manifest
+
+
+def parse_manifest(raw, where="manifest.json"):
+    """Parse and validate the bytes of a manifest.json (`validate_manifest`)."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        _fail(where, f"not valid JSON ({e})")
+    return validate_manifest(manifest, where)
+
+
 def read_manifest(path):
-    """Load the manifest of a converted dataset directory (local or `gs://`).
+    """Load and validate the manifest of a converted dataset directory (local or `gs://`).
 
     Raises:
         FileNotFoundError: there is no manifest.json.
-        ValueError: the file is not a tfrecord_tools manifest.
+        InvalidManifestError (a ValueError): the file is damaged or not a tfrecord_tools
+            manifest: "invalid manifest '<path>': <what is wrong>".
     """
     gfile = _gfile()
     mpath = manifest_path(path)
@@ -380,37 +472,36 @@ def read_manifest(path):
         raise FileNotFoundError(f"No {MANIFEST_NAME} at {mpath!r}: not a converted dataset.")
     with gfile.GFile(mpath, "rb") as f:
         raw = f.read()
-    try:
-        manifest = json.loads(raw)
-    except ValueError as e:
-        raise ValueError(f"{mpath!r} is not valid JSON: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(
-            f"{mpath!r} is not a {FORMAT_VERSION} manifest (format="
-            f"{manifest.get('format') if isinstance(manifest, dict) else None!r})."
-        )
-    return manifest
+    return parse_manifest(raw, mpath)
 
 
-def write_bytes_atomic(path, data):
-    """Write `data` to `path` under a temporary name, then rename it into place.
+def write_bytes_atomic(path, data, run_id=None):
+    """Write `data` to `path` under a temporary name (`temp_path`), then rename it into place.
 
     Renames a single file only (GCS emulators cannot rename directories; on `gs://` a rename is
     copy + delete, and the copy appears atomically under the final name).
     """
     gfile = _gfile()
-    tmp = temp_path(path)
-    with gfile.GFile(tmp, "wb") as f:
-        f.write(data)
-    gfile.rename(tmp, path, overwrite=True)
+    tmp = temp_path(path, run_id)
+    try:
+        with gfile.GFile(tmp, "wb") as f:
+            f.write(data)
+        gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        try:
+            gfile.remove(tmp)
+        except Exception:  # noqa: BLE001 - never written, or already gone
+            pass
+        raise
 
 
-def temp_path(path):
-    """A unique temporary name next to `path`: `<path>.tmp-<pid>-<random>`.
+def temp_path(path, run_id=None):
+    """A unique temporary name next to `path`: `<path>.tmp-<run id>-<random>`.
 
-    Such a file is never complete; a rerun deletes leftovers matching `<path>.tmp-*`.
+    Such a file is never complete. `run_id` defaults to this process's id (see
+    `tfrecord_tools.storage.temp_name`: a run removes only its own or provably stale ones).
     """
-    return f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+    return f"{path}.tmp-{run_id or os.getpid()}-{os.urandom(4).hex()}"
 
 
 def sidecar_path(output, file):
@@ -423,9 +514,9 @@ def sidecar_bytes(fingerprint, entry):
     return json.dumps({"config": fingerprint, "shard": entry}).encode()
 
 
-def write_manifest(path, manifest):
+def write_manifest(path, manifest, run_id=None):
     """Write `manifest` as `path/manifest.json` atomically (see `write_bytes_atomic`)."""
-    write_bytes_atomic(manifest_path(path), manifest_bytes(manifest))
+    write_bytes_atomic(manifest_path(path), manifest_bytes(manifest), run_id)
 
 
 def config_conflicts(existing, wanted):
