@@ -20,9 +20,12 @@ The random augmentation runs on whole batches, either
   as XLA-compiled functions inside the map, which fuses them into a few passes over the batch
   (2-3x faster for Page's CIFAR and He et al.'s ImageNet chains, `bench/augment.py`).
 
-Layers that change the labels (MixUp, CutMix: ours, Keras's or keras-cv's) need the labels,
-which the model never sees, so they always run in `tf.data`, and the labels are one-hot encoded
-for them. Our layers, Keras core preprocessing layers and keras-cv layers are all accepted.
+Layers that change the labels (MixUp, CutMix: ours, Keras's or keras-cv's; any layer with
+`mixes_labels = True`) need the labels, which the model never sees, so they always run in
+`tf.data`, and the labels are one-hot encoded for them. The layers run in the order given, so
+with `placement="model"` the label-mixing layers come first in the list (a label-mixing layer
+after an in-model layer is refused, not silently moved ahead of it). Our layers, Keras core
+preprocessing layers and keras-cv layers are all accepted.
 
 Example:
 
@@ -34,8 +37,8 @@ x = np.random.randint(0, 256, (256, 32, 32, 3), dtype="uint8")
 y = np.random.randint(0, 10, 256)
 pipe = data.input_pipeline(
     (x, y), batch_size=64, num_classes=10,
-    augmentation=[augment.RandomPadCrop(4), augment.RandomFlip(), augment.Cutout(8),
-                  augment.MixUp(0.2)],
+    augmentation=[augment.MixUp(0.2),   # mixes labels: runs in tf.data, so it comes first
+                  augment.RandomPadCrop(4), augment.RandomFlip(), augment.Cutout(8)],
 )
 model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
                           keras.layers.Flatten(), keras.layers.Dense(10)])
@@ -45,10 +48,13 @@ model.fit(pipe.dataset, epochs=1, verbose=0)
 ```
 """
 
+from __future__ import annotations
+
 import dataclasses
 import logging
 import os
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -56,6 +62,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_tricks._checks import check_int as _check_int
+from keras_tricks._checks import check_one_of as _check_one_of
+from keras_tricks._checks import fail as _fail
+from keras_tricks._checks import suggest_keywords as _suggest_keywords
 
 __all__ = ["input_pipeline", "InputPipeline", "changes_labels"]
 
@@ -107,11 +116,11 @@ class InputPipeline:
     xla_layers: list = dataclasses.field(default_factory=list)
 
     @property
-    def steps_per_epoch(self):
+    def steps_per_epoch(self) -> int:
         """Batches per epoch (the last, partial batch counts when it is kept)."""
         return -(-self.num_examples // self.batch_size)
 
-    def attach(self, model):
+    def attach(self, model: keras.Model) -> keras.Model:
         """`model` with the on-device augmentation in front, as a functional `keras.Model`.
 
         Its input has the dataset's image shape and dtype (uint8 stays uint8 through the
@@ -253,19 +262,20 @@ def _from_arrays(source):
     if not (isinstance(source, (tuple, list)) and len(source) == 2):
         raise ValueError(
             "`source` must be a TFRecord directory (local path or gs:// URL) or an "
-            f"(images, labels) pair of arrays; received {type(source).__name__}."
+            f"(images, labels) pair of arrays. Received: source of type {type(source).__name__}"
         )
     images, labels = np.asarray(source[0]), np.asarray(source[1]).reshape(-1)
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4:
         raise ValueError(
-            f"`source` images must have shape (N, H, W) or (N, H, W, C); received {images.shape}."
+            "`source` images must have shape (N, H, W) or (N, H, W, C). Received: images of "
+            f"shape {images.shape}"
         )
     if len(images) != len(labels):
         raise ValueError(
-            f"`source` images and labels differ in length: {len(images)} images, "
-            f"{len(labels)} labels."
+            "`source` images and labels must have the same length. Received: "
+            f"{len(images)} images, {len(labels)} labels"
         )
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype("int64")))
     # Per-channel statistics on the 0..255 scale, like the TFRecord manifest's.
@@ -285,10 +295,7 @@ def _from_tfrecords(path, split):
 
     manifest = tfrecord_tools.read_manifest(path)
     if split not in manifest["splits"]:
-        raise ValueError(
-            f"`split` must be one of {sorted(manifest['splits'])} for {path!r}; "
-            f"received split={split!r}."
-        )
+        _fail("split", f"one of {sorted(manifest['splits'])} for {path!r}", split)
     ds = tfrecord_tools.read_dataset(path, split)
     info = {
         "num_examples": manifest["splits"][split]["num_records"],
@@ -300,25 +307,70 @@ def _from_tfrecords(path, split):
     return ds, info
 
 
+def _check_augmentation(augmentation):
+    """`augmentation` as a list of callables (one layer or a `keras.Sequential` is one item)."""
+    if callable(augmentation):
+        augmentation = [augmentation]
+    augmentation = list(augmentation)
+    if not all(callable(layer) for layer in augmentation):
+        _fail("augmentation", "a sequence of layers or callables", augmentation)
+    return augmentation
+
+
+def _place(augmentation, mixes, placement):
+    """Split `augmentation` into the layers run in `tf.data` and those run in the model.
+
+    The order is the user's. Label-mixing layers (`mixes[i]`) need the labels, which the model
+    never sees, so they run in `tf.data`, i.e. before the model: with `placement="model"` they
+    must therefore come first in the list. A label-mixing layer after an in-model one is refused
+    rather than silently moved ahead of it (`[Cutout, CutMix]` is not `[CutMix, Cutout]`).
+    """
+    if placement == "data":
+        return list(augmentation), []
+    first_in_model = next((i for i, mixing in enumerate(mixes) if not mixing), len(mixes))
+    late = [
+        _name(layer)
+        for layer, mixing in zip(augmentation[first_in_model:], mixes[first_in_model:])
+        if mixing
+    ]
+    if late:
+        raise ValueError(
+            "`augmentation` must list its label-mixing layers first when placement='model': "
+            "they run in tf.data, before the layers that run in the model, so "
+            f"{', '.join(late)} cannot come after {_name(augmentation[first_in_model])}. Put "
+            "them first, or pass placement='data' to run every layer in order in tf.data. "
+            f"Received: augmentation={[_name(layer) for layer in augmentation]}"
+        )
+    return augmentation[:first_in_model], augmentation[first_in_model:]
+
+
+def _read(source, split):
+    """`(dataset of (image, label) examples, info dict)` from a TFRecord directory or arrays."""
+    if isinstance(source, (str, os.PathLike)):
+        return _from_tfrecords(os.fspath(source), split)
+    return _from_arrays(source)
+
+
+@_suggest_keywords
 def input_pipeline(
-    source,
-    split="train",
+    source: str | os.PathLike | tuple[Any, Any],
+    split: str = "train",
     *,
-    batch_size=128,
-    augmentation=(),
-    placement="model",
-    training=True,
-    preprocess=None,
-    num_classes=None,
-    one_hot=None,
-    shuffle_buffer=None,
-    cache=True,
-    seed=None,
-    drop_remainder=None,
-    repeat=False,
-    num_parallel_calls=tf.data.AUTOTUNE,
-    jit_compile="auto",
-):
+    batch_size: int = 128,
+    augmentation: Callable | Sequence[Callable] = (),
+    placement: str = "model",
+    training: bool = True,
+    preprocess: Callable | None = None,
+    num_classes: int | None = None,
+    one_hot: bool | None = None,
+    shuffle_buffer: int | None = None,
+    cache: bool | str | os.PathLike = True,
+    seed: int | None = None,
+    drop_remainder: bool | None = None,
+    repeat: bool = False,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+    jit_compile: bool | str = "auto",
+) -> InputPipeline:
     """Build the input pipeline for training or evaluation from TFRecord shards or arrays.
 
     Args:
@@ -328,7 +380,8 @@ def input_pipeline(
         batch_size: examples per batch.
         augmentation: sequence of layers (ours, Keras core, keras-cv) or callables on batches.
         placement: "model" (run in the model, returned as `.augmentation`) or "data" (in
-            `tf.data` after batching). Label-mixing layers always run in `tf.data`.
+            `tf.data` after batching). Label-mixing layers always run in `tf.data`; with
+            "model" they must therefore come first in `augmentation` (ValueError otherwise).
         training: False builds an evaluation pipeline: no shuffle, no augmentation (labels are
             still one-hot when `augmentation` mixes labels, to match the training loss).
         preprocess: optional `f(image, label) -> (image, label)` on single examples, done once
@@ -339,7 +392,8 @@ def input_pipeline(
             (a perfect shuffle) up to 50 000 examples.
         cache: True caches in memory, a file name caches on disk, False does not cache.
         seed: seed of the shuffle.
-        drop_remainder: drop the last partial batch; None means True for training.
+        drop_remainder: drop the last partial batch; None means True for training. A dropped
+            remainder is not counted in `num_examples` / `steps_per_epoch`.
         repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
         num_parallel_calls: parallelism of the maps. Seeded augmentation in `tf.data` repeats
             exactly from run to run only with 1: parallel batches take the layers' random
@@ -370,36 +424,23 @@ def input_pipeline(
     ```
     """
     batch_size = _check_int("batch_size", batch_size)
-    if placement not in _PLACEMENTS:
-        raise ValueError(
-            f"`placement` must be one of {_PLACEMENTS}; received placement={placement!r}."
-        )
-    if callable(augmentation):  # one layer or a keras.Sequential
-        augmentation = [augmentation]
-    augmentation = list(augmentation)
-    for layer in augmentation:
-        if not callable(layer):
-            raise ValueError(f"`augmentation` must hold layers or callables; received {layer!r}.")
-    if not (
-        isinstance(jit_compile, bool) or (isinstance(jit_compile, str) and jit_compile == "auto")
-    ):
-        raise ValueError(
-            f"`jit_compile` must be one of {_JIT_COMPILE}; received jit_compile={jit_compile!r}."
-        )
+    _check_one_of("placement", placement, _PLACEMENTS)
+    augmentation = _check_augmentation(augmentation)
+    _check_one_of("jit_compile", jit_compile, _JIT_COMPILE)
     num_classes = _check_int("num_classes", num_classes, minimum=2, allow_none=True)
     shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, allow_none=True)
     if not isinstance(cache, (bool, str, os.PathLike)):
-        raise ValueError(f"`cache` must be a bool or a file name; received cache={cache!r}.")
+        _fail("cache", "True, False or a file name", cache)
+    # The one scan for label-mixing layers: it decides the one-hot default and the placement.
+    mixes = [changes_labels(layer) for layer in augmentation]
+    in_data, in_model = _place(augmentation, mixes, placement)
+    drop = training if drop_remainder is None else bool(drop_remainder)
 
-    if isinstance(source, (str, os.PathLike)):
-        ds, info = _from_tfrecords(os.fspath(source), split)
-    else:
-        ds, info = _from_arrays(source)
+    ds, info = _read(source, split)
     num_classes = num_classes or info["num_classes"]
-    mixing = [layer for layer in augmentation if changes_labels(layer)]
-    one_hot = bool(mixing) if one_hot is None else bool(one_hot)
+    one_hot = any(mixes) if one_hot is None else bool(one_hot)
     if one_hot and num_classes is None:
-        raise ValueError("`num_classes` is needed for one-hot labels; received num_classes=None.")
+        _fail("num_classes", "given (or known from the source) for one-hot labels", None)
 
     if preprocess is not None:
         ds = ds.map(preprocess, num_parallel_calls=num_parallel_calls)
@@ -410,35 +451,27 @@ def input_pipeline(
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+    ds = ds.batch(batch_size, drop_remainder=drop)
     if one_hot:
         depth = num_classes
         ds = ds.map(
             lambda x, y: (x, tf.one_hot(y, depth, dtype=tf.float32)),
             num_parallel_calls=num_parallel_calls,
         )
-
-    in_model, xla_layers = [], []
-    if training and augmentation:
-        in_data = []
-        for layer in augmentation:
-            if placement == "data" or changes_labels(layer):
-                in_data.append(layer)
-            else:
-                in_model.append(layer)
-
-        if in_data:
-            apply, xla_layers = _augmentation_map(in_data, batch_size, jit_compile)
-            ds = ds.map(apply, num_parallel_calls=num_parallel_calls)
+    xla_layers = []
+    if training and in_data:
+        apply, xla_layers = _augmentation_map(in_data, batch_size, jit_compile)
+        ds = ds.map(apply, num_parallel_calls=num_parallel_calls)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     model_aug = None
-    if in_model:
+    if training and in_model:
         # An explicit Input keeps the images' dtype: without it Sequential feeds float32.
         spec = ds.element_spec[0]
         image_input = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name)
         model_aug = keras.Sequential([image_input] + in_model, name="augmentation")
+    # Training or not, a dropped remainder is not part of the epoch.
     num_examples = info["num_examples"]
-    if training and (drop_remainder is None or drop_remainder):
+    if drop:
         num_examples = num_examples // batch_size * batch_size
     return InputPipeline(
         dataset=ds,

@@ -103,10 +103,67 @@ def test_model_placement_returns_layers_that_run_first_in_the_model():
 def test_label_mixing_layers_stay_in_tf_data_with_model_placement():
     x, y = arrays()
     mix = augment.CutMix(alpha=1.0, seed=0)
-    pipe = data.input_pipeline((x, y), batch_size=16, augmentation=[augment.RandomFlip(), mix])
+    # Label mixing first: it runs in tf.data, before the layers that run in the model.
+    pipe = data.input_pipeline((x, y), batch_size=16, augmentation=[mix, augment.RandomFlip()])
     assert [type(layer) for layer in pipe.augmentation.layers] == [augment.RandomFlip]
     _, labels = next(iter(pipe.dataset))
     assert labels.shape == (16, 6) and (labels.numpy().max(axis=1) < 1.0).any()
+
+
+def test_label_mixing_after_an_in_model_layer_is_refused_not_reordered():
+    # [Cutout, CutMix] with placement="model" used to run as CutMix (tf.data) then Cutout
+    # (model); the order given cannot be kept there, so it is refused with the two ways out.
+    x, y = arrays()
+    chain = [augment.Cutout(4), augment.CutMix(alpha=1.0)]
+    with pytest.raises(ValueError, match="CutMix cannot come after Cutout.*placement='data'"):
+        data.input_pipeline((x, y), batch_size=16, augmentation=chain)
+    with pytest.raises(ValueError, match="MixUp cannot come after RandomFlip"):
+        data.input_pipeline(
+            (x, y),
+            batch_size=16,
+            augmentation=[augment.MixUp(0.2), augment.RandomFlip(), augment.MixUp(0.2)],
+        )
+    pipe = data.input_pipeline((x, y), batch_size=16, augmentation=chain, placement="data")
+    assert pipe.augmentation is None
+
+
+class Recorder:
+    """A callable augmentation that notes when it is applied; `mixes_labels` is the marker."""
+
+    def __init__(self, name, log, mixes_labels):
+        self.__name__, self.log, self.mixes_labels = name, log, mixes_labels
+
+    def __call__(self, inputs, training=True):
+        self.log.append(self.__name__)
+        return inputs
+
+
+def test_data_placement_applies_the_layers_in_the_order_given():
+    x, y = arrays()
+    log = []
+    chain = [Recorder("a", log, False), Recorder("mix", log, True), Recorder("b", log, False)]
+    pipe = data.input_pipeline(
+        (x, y), batch_size=16, augmentation=chain, placement="data", jit_compile=False
+    )
+    next(iter(pipe.dataset))
+    assert log[:3] == ["a", "mix", "b"]  # traced once, in the user's order
+    # Our own `mixes_labels` marker makes the pipeline one-hot the labels for it.
+    assert pipe.dataset.element_spec[1].shape.as_list() == [16, 6]
+
+
+@pytest.mark.parametrize(
+    "training, drop_remainder, steps",
+    [(True, None, 3), (False, None, 4), (False, True, 3), (True, False, 4)],
+)
+def test_steps_per_epoch_counts_the_batches_the_dataset_yields(training, drop_remainder, steps):
+    # 100 examples in batches of 32: ceil(100 / 32) = 4 batches, floor(100 / 32) = 3 when the
+    # partial batch of 4 is dropped; evaluation with drop_remainder=True used to report 4.
+    x, y = arrays(n=100)
+    pipe = data.input_pipeline(
+        (x, y), batch_size=32, training=training, drop_remainder=drop_remainder
+    )
+    assert steps == (100 // 32 if drop_remainder or (drop_remainder is None and training) else 4)
+    assert pipe.steps_per_epoch == steps == sum(1 for _ in pipe.dataset)
 
 
 def test_accepts_keras_core_and_keras_cv_layers():
