@@ -146,7 +146,7 @@ class ColorJitter(RandomLayer):
         self.saturation = saturation
         self.hue = hue
 
-    def get_random_transformation(self, shape):
+    def get_random_transformation(self, shape: Any) -> dict[str, Any]:
         """Per-image coefficients `(B,)` and `saturation_first` booleans (the random order)."""
         draws = keras.random.uniform((shape[0], 4), seed=self.seed_generator)
         scales = ops.convert_to_tensor([self.brightness, self.saturation, self.hue], "float32")
@@ -158,7 +158,7 @@ class ColorJitter(RandomLayer):
             "saturation_first": draws[:, 3] < 0.5,
         }
 
-    def matrices(self, transformation):
+    def matrices(self, transformation: dict[str, Any]) -> Any:
         """The per-image RGB matrices `(B, 3, 3)`: out_pixel = M @ in_pixel."""
         bright, sat, hue = _color_matrix(
             transformation["brightness"],
@@ -170,7 +170,7 @@ class ColorJitter(RandomLayer):
         first = transformation["saturation_first"][:, None, None]
         return ops.matmul(bright, ops.where(first, sat_then_hue, hue_then_sat))
 
-    def transform(self, images, transformation):
+    def transform(self, images: Any, transformation: dict[str, Any]) -> Any:
         dtype = images.dtype
         work = float_dtype(dtype)
         m = ops.cast(self.matrices(transformation), work)
@@ -186,7 +186,7 @@ class ColorJitter(RandomLayer):
             out = ops.reshape(ops.matmul(flat, ops.transpose(m, (0, 2, 1))), shape)
         return restore_dtype(out, dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {"brightness": self.brightness, "saturation": self.saturation, "hue": self.hue}
@@ -251,12 +251,12 @@ class PCALighting(RandomLayer):
         self.eigvec = tuple(tuple(float(v) for v in row) for row in eigvec)
         self.scale = scale
 
-    def get_random_transformation(self, shape):
+    def get_random_transformation(self, shape: Any) -> dict[str, Any]:
         """Per-image `alpha` `(B, 3)`, normal with standard deviation `alphastd`."""
         alpha = keras.random.normal((shape[0], 3), stddev=self.alphastd, seed=self.seed_generator)
         return {"alpha": alpha}
 
-    def transform(self, images, transformation):
+    def transform(self, images: Any, transformation: dict[str, Any]) -> Any:
         dtype = images.dtype
         work = float_dtype(dtype)
         scale = pixel_scale(self.scale, dtype)
@@ -265,7 +265,7 @@ class PCALighting(RandomLayer):
         noise = ops.cast(rgb * scale, work)
         return restore_dtype(add_per_channel(ops.cast(images, work), noise), dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -355,7 +355,7 @@ class Normalize(ImageLayer):
     def _output_image_dtype(self, dtype):
         return float_dtype(dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"mean": self.mean, "std": self.std, "scale": self.scale})
         return config

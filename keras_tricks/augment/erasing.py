@@ -62,14 +62,14 @@ class Cutout(RandomLayer):
         self.size = size
         self.fill_value = fill_value
 
-    def get_random_transformation(self, shape):
+    def get_random_transformation(self, shape: Any) -> dict[str, Any]:
         """Per-image square centres `(B, 2)` (row, column), uniform over the pixels."""
         unit = keras.random.uniform((shape[0], 2), seed=self.seed_generator)
         extent = ops.cast(ops.stack([shape[1], shape[2]]), "float32")
         centres = ops.minimum(ops.floor(unit * extent), extent - 1.0)
         return {"centres": ops.cast(centres, "int32")}
 
-    def transform(self, images, transformation):
+    def transform(self, images: Any, transformation: dict[str, Any]) -> Any:
         dtype = images.dtype
         height, width, channels = images.shape[1], images.shape[2], images.shape[3]
         start = transformation["centres"] - self.size // 2
@@ -91,7 +91,7 @@ class Cutout(RandomLayer):
         # A select, not a multiply, so that inf/nan pixels are erased too.
         return where_in_box(in_rows, in_cols, ops.cast(self.fill_value, dtype), images)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"size": self.size, "fill_value": self.fill_value})
         return config

@@ -74,7 +74,7 @@ class RandomPadCrop(RandomLayer):
         self.fill_mode = fill_mode
         self.fill_value = fill_value
 
-    def get_random_transformation(self, shape):
+    def get_random_transformation(self, shape: Any) -> dict[str, Any]:
         """Per-image offsets into the padded image, each uniform in {0, ..., 2 * padding}."""
         offsets = keras.random.randint(
             (shape[0], 2), 0, 2 * self.padding + 1, dtype="int32", seed=self.seed_generator
@@ -99,7 +99,7 @@ class RandomPadCrop(RandomLayer):
             return ops.where(index < size, index, period - 1 - index)
         return ops.clip(index, 0, size - 1)
 
-    def transform(self, images, transformation):
+    def transform(self, images: Any, transformation: dict[str, Any]) -> Any:
         height, width = images.shape[1], images.shape[2]
         if self.fill_mode == "reflect" and self.padding >= min(height, width):
             raise ValueError(
@@ -118,7 +118,7 @@ class RandomPadCrop(RandomLayer):
             out = where_in_box(inside_rows, inside_cols, out, ops.cast(self.fill_value, out.dtype))
         return out
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {"padding": self.padding, "fill_mode": self.fill_mode, "fill_value": self.fill_value}
@@ -168,14 +168,14 @@ class RandomFlip(RandomLayer):
         self.mode = mode
         self.rate = rate
 
-    def get_random_transformation(self, shape):
+    def get_random_transformation(self, shape: Any) -> dict[str, Any]:
         """Per-image booleans `(B, 2)`: flip left-right, flip up-down."""
         draws = keras.random.uniform((shape[0], 2), seed=self.seed_generator)
         flips = draws < self.rate
         use = np.array([self.mode != "vertical", self.mode != "horizontal"], dtype=bool)
         return {"flips": flips & use[None]}
 
-    def transform(self, images, transformation):
+    def transform(self, images: Any, transformation: dict[str, Any]) -> Any:
         flips = transformation["flips"]
         xla = compiling_with_xla()
         batch = ops.shape(images)[0]
@@ -201,7 +201,7 @@ class RandomFlip(RandomLayer):
                 images = ops.take(both, choice, axis=0)
         return images
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"mode": self.mode, "rate": self.rate})
         return config
@@ -287,7 +287,7 @@ class RandomResizedCrop(RandomLayer):
         self.ratio = ratio
         self.interpolation = interpolation
 
-    def get_random_transformation(self, shape):
+    def get_random_transformation(self, shape: Any) -> dict[str, Any]:
         """Per-image crop boxes: int32 `(B, 4)` rows of (top, left, crop_height, crop_width)."""
         batch, in_h, in_w = shape[0], shape[1], shape[2]
         in_hf, in_wf = float(in_h), float(in_w)
@@ -347,7 +347,7 @@ class RandomResizedCrop(RandomLayer):
         high = ops.minimum(low + 1.0, start + length - 1.0)
         return ops.cast(low, "int32"), ops.cast(high, "int32"), src - low
 
-    def transform(self, images, transformation):
+    def transform(self, images: Any, transformation: dict[str, Any]) -> Any:
         dtype = images.dtype
         work = float_dtype(dtype)
         boxes = transformation["boxes"]
@@ -370,7 +370,7 @@ class RandomResizedCrop(RandomLayer):
     def _output_image_shape(self, shape):
         return (shape[0], self.height, self.width, shape[-1])
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

@@ -135,12 +135,12 @@ class MixUp(_LabelMixing):
     ) -> None:
         super().__init__(alpha=alpha, num_classes=num_classes, seed=seed, **kwargs)
 
-    def get_random_transformation(self, shape):
+    def get_random_transformation(self, shape: Any) -> dict[str, Any]:
         """Per-image `lam` `(B,)` ~ Beta(alpha, alpha) and `partner` indices `(B,)`."""
         lam, partner = self._sample_lambda_and_partner(shape[0])
         return {"lam": lam, "partner": partner}
 
-    def transform(self, images, transformation):
+    def transform(self, images: Any, transformation: dict[str, Any]) -> Any:
         dtype = images.dtype
         work = float_dtype(dtype)
         lam = ops.cast(transformation["lam"], work)[:, None, None, None]
@@ -186,7 +186,7 @@ class CutMix(_LabelMixing):
 
     _label_weight = "weight"  # the pasted fraction, not `lam`: the box is clipped at borders
 
-    def get_random_transformation(self, shape):
+    def get_random_transformation(self, shape: Any) -> dict[str, Any]:
         """Per-image boxes `(B, 4)` int32 (y0, x0, y1, x1), `partner`, `weight` and `lam` `(B,)`."""
         batch, height, width = shape[0], shape[1], shape[2]
         lam, partner = self._sample_lambda_and_partner(batch)
@@ -209,7 +209,7 @@ class CutMix(_LabelMixing):
             "lam": lam,
         }
 
-    def transform(self, images, transformation):
+    def transform(self, images: Any, transformation: dict[str, Any]) -> Any:
         boxes = transformation["boxes"]
         partners = ops.take(images, transformation["partner"], axis=0)
         rows = ops.arange(images.shape[1], dtype="int32")[None]
