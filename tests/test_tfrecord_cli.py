@@ -51,9 +51,11 @@ def test_convert_verify_inspect_round_trip(tmp_path, npz, capsys):
     assert "split train: 40 records in 3 shards" in text and "sample grid" in text
     with Image.open(io.BytesIO(grid_path.read_bytes())) as pil:
         grid = np.asarray(pil)
-    assert grid.shape == (4 * (10 + 2) + 2, 3 * (9 + 2) + 2)  # 4 classes x 3 samples, 2 px borders
+    # 4 classes x 3 samples, 2 px borders, after a left margin holding the class names.
+    margin = grid.shape[1] - (3 * (9 + 2) + 2)
+    assert grid.shape[0] == 4 * (10 + 2) + 2 and margin > 2 * 2
     # Row r, column 0 holds an image of class r from the training split.
-    cell = grid[2 + 1 * 12 : 2 + 1 * 12 + 10, 2 : 2 + 9]
+    cell = grid[2 + 1 * 12 : 2 + 1 * 12 + 10, margin + 2 : margin + 2 + 9]
     assert any(np.array_equal(cell, x_train[i]) for i in np.flatnonzero(y_train == 1))
 
 

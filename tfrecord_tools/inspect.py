@@ -1,18 +1,60 @@
-"""Summaries of a converted dataset: counts, features, class histogram, a PNG grid of samples."""
+"""Summaries of a converted dataset: counts, features, class histogram, a PNG grid of samples,
+and whether the files on disk still match `manifest.json`."""
 
 import numpy as np
 
 from tfrecord_tools import manifest as mf
 from tfrecord_tools.example import encode_png
 
-__all__ = ["inspect", "format_summary", "sample_grid"]
+__all__ = ["inspect", "format_summary", "sample_grid", "files_problems"]
 
 
-def sample_grid(images_by_class, samples_per_class, pad=2):
+def _label_strip(labels, height, width, pad):
+    """A white `(len(labels) * (height + pad) + pad, width)` uint8 strip, label r drawn in black
+    in row r (PIL's default font), clipped to its row."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    strip = np.full((len(labels) * (height + pad) + pad, width), 255, np.uint8)
+    for r, label in enumerate(labels):
+        row = Image.new("L", (width, height), 255)
+        draw = ImageDraw.Draw(row)
+        top, bottom = draw.textbbox((0, 0), label, font=font)[1::2]
+        draw.text((pad, (height - (bottom - top)) // 2 - top), label, fill=0, font=font)
+        y = pad + r * (height + pad)
+        strip[y : y + height] = np.asarray(row)
+    return strip
+
+
+def _text_width(labels):
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    return max((int(np.ceil(draw.textlength(label, font=font))) for label in labels), default=0)
+
+
+def sample_grid(
+    images_by_class: list,
+    samples_per_class: int,
+    pad: int = 2,
+    row_labels: list | None = None,
+) -> np.ndarray:
     """Tile images into one uint8 array: row r holds up to `samples_per_class` images of class r.
 
     Images of different sizes are placed top-left in cells of the largest size; grey images are
     repeated to RGB when the set mixes channel counts. Gaps and borders are filled with 255.
+    With `row_labels`, a white margin on the left holds each row's label in black (PIL's
+    default font), as wide as the widest label plus `2 * pad`; the cells start right of it.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from tfrecord_tools.inspect import sample_grid
+    rows = [[np.zeros((8, 8, 1), np.uint8)] * 3, [np.ones((8, 8, 1), np.uint8)] * 3]
+    sample_grid(rows, 3).shape  # (2 * (8 + 2) + 2, 3 * (8 + 2) + 2, 1) = (22, 32, 1)
+    ```
     """
     rows = [imgs[:samples_per_class] for imgs in images_by_class]
     all_images = [im for row in rows for im in row]
@@ -32,12 +74,51 @@ def sample_grid(images_by_class, samples_per_class, pad=2):
                 im = np.repeat(im[:, :, :1], channels, axis=2)
             y, x = pad + r * (cell_h + pad), pad + c * (cell_w + pad)
             grid[y : y + im.shape[0], x : x + im.shape[1]] = im
-    return grid
+    if row_labels is None:
+        return grid
+    if len(row_labels) != len(rows):
+        raise ValueError(f"row_labels has {len(row_labels)} labels for {len(rows)} rows.")
+    labels = [str(label) for label in row_labels]
+    strip = _label_strip(labels, cell_h, _text_width(labels) + 2 * pad, pad)
+    strip = np.repeat(strip[:, :, None], channels, axis=2)
+    if channels == 4:
+        strip[:, :, 3] = 255  # an opaque margin
+    return np.concatenate([strip, grid], axis=1)
 
 
-def inspect(path, split=None, grid_path=None, samples_per_class=8, max_classes=10, max_scan=20_000):
+def files_problems(path: str, manifest: dict | None = None) -> list:
+    """`(file, message)` for every way the files on disk differ from `manifest.json`: a shard
+    missing or not its recorded size, or a shard file of a listed split that the manifest does
+    not list. Cheap (one stat per shard, one listing per split); `verify` reads every byte."""
+    import tensorflow as tf
+
+    from tfrecord_tools.reader import check_shard_sizes
+
+    manifest = manifest or mf.read_manifest(path)
+    problems = []
+    for split, entry in manifest["splits"].items():
+        problems += check_shard_sizes(path, split, manifest)
+        listed = {s["file"] for s in entry["shards"]}
+        pattern = mf.join(path, f"{manifest['name']}-{split}.tfrecord-*-of-*")
+        for found in sorted(tf.io.gfile.glob(pattern)):
+            base = found.rstrip("/").split("/")[-1]
+            if base not in listed and not base.endswith(".json") and ".tmp-" not in base:
+                problems.append((base, "shard file not listed in manifest.json"))
+    return problems
+
+
+def inspect(
+    path: str,
+    split: str | None = None,
+    grid_path: str | None = None,
+    samples_per_class: int = 8,
+    max_classes: int = 10,
+    max_scan: int = 20_000,
+) -> dict:
     """Describe the dataset at `path`: counts per split, features, class histogram; optionally
-    write a PNG grid of sample images (one row per class, first `max_classes` classes).
+    write a PNG grid of sample images (one row per class, first `max_classes` classes, each
+    row labelled with its class name). Says when the files on disk do not match the manifest
+    (`"problems"`, see `files_problems`); the grid is then sampled from the files as they are.
 
     Example:
 
@@ -58,7 +139,8 @@ def inspect(path, split=None, grid_path=None, samples_per_class=8, max_classes=1
     Returns:
         dict: the manifest's dataset fields, `"splits"` with per-split `num_records`,
         `num_shards`, `num_bytes`, `num_skipped`, `label_counts`, and `"grid"` (path or None),
-        `"grid_classes"` (label of each grid row).
+        `"grid_classes"` (label of each grid row), `"problems"` (`(file, message)` pairs,
+        empty when the files match the manifest).
     """
     manifest = mf.read_manifest(path)
     splits = {
@@ -92,6 +174,7 @@ def inspect(path, split=None, grid_path=None, samples_per_class=8, max_classes=1
     }
     summary["path"] = str(path)
     summary["splits"] = splits
+    summary["problems"] = files_problems(path, manifest)
     summary["grid"] = None
     summary["grid_classes"] = []
     if grid_path is not None:
@@ -103,13 +186,20 @@ def inspect(path, split=None, grid_path=None, samples_per_class=8, max_classes=1
             split = "train" if "train" in splits else next(iter(splits))
         wanted = [c for c, n in enumerate(splits[split]["label_counts"]) if n][:max_classes]
         found = {c: [] for c in wanted}
-        for image, label in read_dataset(path, split, deterministic=True).take(max_scan):
+        # verify=False: a damaged dataset is still worth looking at; the summary says so.
+        ds = read_dataset(path, split, deterministic=True, verify=False)
+        for image, label in ds.take(max_scan):
             label = int(label)
             if label in found and len(found[label]) < samples_per_class:
                 found[label].append(image.numpy())
                 if all(len(v) >= samples_per_class for v in found.values()):
                     break
-        grid = sample_grid([found[c] for c in wanted], samples_per_class)
+        names = summary.get("label_names") or []
+        grid = sample_grid(
+            [found[c] for c in wanted],
+            samples_per_class,
+            row_labels=[names[c] if c < len(names) else str(c) for c in wanted],
+        )
         with tf.io.gfile.GFile(str(grid_path), "wb") as f:
             f.write(encode_png(grid))
         summary["grid"] = str(grid_path)
@@ -117,7 +207,7 @@ def inspect(path, split=None, grid_path=None, samples_per_class=8, max_classes=1
     return summary
 
 
-def format_summary(summary, width=40):
+def format_summary(summary: dict, width: int = 40) -> str:
     """Human-readable text of an `inspect` summary, with a bar per class."""
     names = summary.get("label_names") or []
     lines = [
@@ -139,6 +229,13 @@ def format_summary(summary, width=40):
             name = names[label] if label < len(names) else str(label)
             bar = "#" * round(width * count / top) if top else ""
             lines.append(f"    {label:>4} {name[:16]:<16} {count:>8} {bar}")
+    problems = summary.get("problems") or []
+    if problems:
+        lines.append(
+            f"  WARNING: {len(problems)} file(s) on disk do not match manifest.json "
+            f"(run `tfrecord-tools verify {summary['path']}`):"
+        )
+        lines += [f"    {file}: {message}" for file, message in problems]
     if summary.get("grid"):
         rows = ", ".join(names[c] if c < len(names) else str(c) for c in summary["grid_classes"])
         lines.append(f"  sample grid: {summary['grid']} (rows: {rows})")
