@@ -444,6 +444,390 @@ elsewhere(
 )
 
 
+def _files_in(path):
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def _hold_lock_in_subprocess(out):
+    """A separate live process holding the output's lock (it waits until killed)."""
+    import subprocess
+
+    script = (
+        "import sys, time\n"
+        "from tfrecord_tools.lock import OutputLock\n"
+        "from tfrecord_tools.storage import new_run_id\n"
+        f"OutputLock({out!r}, new_run_id()).acquire()\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@fault(
+    "Two conversions into one output at the same time (same or different settings)",
+    "The first takes a lock file `<output>/.tfrecord_tools.lock` (host, pid, start time, "
+    "heartbeat, expiry) before encoding anything; local disk: created with O_EXCL. The second "
+    "is refused before it reads, writes or deletes anything",
+    "`OutputLockedError: output '<dir>' is being written by another conversion: run <id> (host "
+    "h, pid p, started t, last heartbeat n s ago). Wait for it to finish, or choose another "
+    "output ...`; exit 2",
+    "The first run's output, untouched",
+)
+def test_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, capsys):
+    from tfrecord_tools.cli import main
+
+    out, files, _, _ = _small_dataset(tmp_path)
+    before = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in _files_in(out)}
+    holder = _hold_lock_in_subprocess(out)
+    try:
+        npz = tmp_path / "src.npz"
+        rng = np.random.default_rng(1)
+        np.savez(npz, x_train=rng.integers(0, 256, (40, 6, 5, 3), dtype=np.uint8),
+                 y_train=rng.integers(0, 4, 40))  # fmt: skip
+        argv = ["convert", f"numpy:{npz}", out, "--name", "d", "--num-shards", "4"]
+        assert main([*argv, "--image-format", "jpeg", "--overwrite", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "is being written by another conversion" in err and f"pid {holder.pid}" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    after = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in _files_in(out)}
+    assert after == dict(before, **{".tfrecord_tools.lock": after[".tfrecord_tools.lock"]})
+
+
+@fault(
+    "A conversion killed while holding the lock (SIGKILL, crash, machine lost), then run again",
+    "The lock is stale when its process is gone (same host) or its heartbeat expired (180 s; "
+    "another host or `gs://`); the next run takes it over, removes the dead run's temporary "
+    "files (the lock proves their run is over) and resumes",
+    "A warning `taking over the stale lock of run <id> (host, pid, ...): its process <pid> on "
+    "this host is no longer running`; then the usual conversion",
+    "Every completed shard of the dead run",
+)
+def test_stale_lock_of_a_killed_run_is_taken_over_with_a_warning(tmp_path, caplog):
+    import json
+    import time
+
+    import tfrecord_tools
+    from tfrecord_tools.lock import LOCK_NAME, OutputLockedError
+
+    out, files, x, y = _small_dataset(tmp_path)
+    holder = _hold_lock_in_subprocess(out)
+    holder.kill()
+    holder.wait()
+    stale_temp = os.path.join(out, files[0] + ".tmp-999x0badc0de-abc")
+    with open(stale_temp, "wb") as f:
+        f.write(b"half a shard")
+    with caplog.at_level("WARNING", logger="tfrecord_tools"):
+        again = tfrecord_tools.write_shards(x, y, out, num_shards=4, name="d", progress=False)
+    assert f"its process {holder.pid} on this host is no longer running" in caplog.text
+    assert _files_in(out) == sorted(files + ["manifest.json"])  # temp and lock gone
+    assert tfrecord_tools.verify(out).ok and again["splits"]["train"]["num_records"] == 40
+    # A lock of another host: live until it expires, then taken over.
+    lock = {"run_id": "1x00", "host": "elsewhere", "pid": 1, "started": time.time()}
+    with open(os.path.join(out, LOCK_NAME), "w") as f:
+        json.dump(dict(lock, heartbeat=time.time(), expires=time.time() + 60), f)
+    with pytest.raises(OutputLockedError, match="host elsewhere, pid 1"):
+        tfrecord_tools.write_shards(x, y, out, num_shards=4, name="d", progress=False)
+    with open(os.path.join(out, LOCK_NAME), "w") as f:
+        json.dump(dict(lock, heartbeat=time.time() - 400, expires=time.time() - 220), f)
+    tfrecord_tools.write_shards(x, y, out, num_shards=4, name="d", progress=False)
+    assert _files_in(out) == sorted(files + ["manifest.json"])
+
+
+def _interrupted(tmp_path, monkeypatch, x, y, out, **kwargs):
+    """A conversion stopped just before manifest.json (shards and their sidecars in place)."""
+    import tfrecord_tools
+    from tfrecord_tools import manifest as mf
+
+    def crash(*args, **kw):
+        raise KeyboardInterrupt("stopped before manifest.json")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(mf, "write_manifest", crash)
+        with pytest.raises(KeyboardInterrupt):
+            tfrecord_tools.write_shards(x, y, out, name="d", progress=False, **kwargs)
+
+
+@fault(
+    "Partial output (interrupted run), then a run with a different `--num-shards` (or other "
+    "settings)",
+    "Every `<shard>.json` record of the named splits is compared with the new conversion: a "
+    "different one is refused, or with `--overwrite` deleted together with its shard; shard "
+    "files that nothing records are treated the same",
+    "`ValueError: output '<dir>' holds a partial conversion with different settings ... pass "
+    "overwrite=True (CLI: --overwrite)`; exit 2. With `--overwrite`: the new conversion",
+    "With `--overwrite`: exactly the new shards and manifest.json; no old shard or record stays",
+)
+def test_partial_output_with_other_shard_count_is_refused_or_replaced_whole(
+    tmp_path, monkeypatch
+):
+    import tfrecord_tools
+
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 256, (30, 6, 5, 3), dtype=np.uint8), rng.integers(0, 4, 30)
+    out = str(tmp_path / "out")
+    _interrupted(tmp_path, monkeypatch, x, y, out, num_shards=4)
+    assert len([f for f in _files_in(out) if f.endswith(".json")]) == 4  # the four records
+    with pytest.raises(ValueError, match="holds a partial conversion with different settings"):
+        tfrecord_tools.write_shards(x, y, out, num_shards=3, name="d", progress=False)
+    m = tfrecord_tools.write_shards(x, y, out, num_shards=3, name="d", overwrite=True,
+                                    progress=False)  # fmt: skip
+    assert _files_in(out) == sorted(
+        [f"d-train.tfrecord-0000{i}-of-00003" for i in range(3)] + ["manifest.json"]
+    )
+    assert tfrecord_tools.verify(out).ok and m["splits"]["train"]["num_shards"] == 3
+
+
+@fault(
+    "`--split test --overwrite` (new shard count) on a complete train+test output",
+    "Only the named split is replaced: the manifest is first rewritten without it (so it never "
+    "lists missing shards), its old shards are deleted, the new ones written, and the final "
+    "manifest lists both splits. Different *settings* (format, seed, ...) with an unnamed split "
+    "present are refused: one manifest cannot describe two conversions",
+    "The new test split; for different settings: `ValueError: output '<dir>' holds splits "
+    "['train'] of a conversion with other settings ... Convert every split`; exit 2",
+    "Every train shard, byte for byte, and train's manifest entry",
+)
+def test_overwriting_one_split_keeps_the_other_split_and_its_manifest_entry(tmp_path):
+    import tfrecord_tools
+
+    rng = np.random.default_rng(3)
+    data = {
+        s: (rng.integers(0, 256, (n, 6, 5, 3), dtype=np.uint8), rng.integers(0, 4, n))
+        for s, n in (("train", 40), ("test", 20))
+    }
+    out = str(tmp_path / "out")
+    first = tfrecord_tools.convert(data, out, num_shards=4, name="d", progress=False)
+    train = {f["file"]: open(os.path.join(out, f["file"]), "rb").read()
+             for f in first["splits"]["train"]["shards"]}  # fmt: skip
+    second = tfrecord_tools.convert(
+        data, out, split="test", num_shards=2, name="d", overwrite=True, progress=False
+    )
+    assert second["splits"]["train"] == first["splits"]["train"]
+    assert second["splits"]["test"]["num_shards"] == 2
+    for file, data_bytes in train.items():
+        assert open(os.path.join(out, file), "rb").read() == data_bytes
+    assert _files_in(out) == sorted(
+        list(train) + [f"d-test.tfrecord-0000{i}-of-00002" for i in range(2)] + ["manifest.json"]
+    )
+    assert tfrecord_tools.verify(out).ok
+    with pytest.raises(ValueError, match=r"holds splits \['train'\] of a conversion with other"):
+        tfrecord_tools.convert(data, out, split="test", num_shards=2, name="d", seed=1,
+                               overwrite=True, progress=False)  # fmt: skip
+    assert tfrecord_tools.read_manifest(out) == second
+
+
+def _mount_tmpfs(path, size, read_only=False):
+    import subprocess
+
+    os.makedirs(path, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    if read_only:
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+
+
+def _unmount(path):
+    import subprocess
+
+    subprocess.run(["umount", str(path)], check=False)
+
+
+@fault(
+    "Disk full while writing shards (a real full file system: a 1 MiB tmpfs)",
+    "The failing write is caught where it happens (worker or parent); the partial shard and "
+    "every temporary file of the run are removed, the lock is released; completed shards keep "
+    "their records, so a rerun after freeing space resumes",
+    "`tfrecord-tools convert: error: cannot write '<dir>/<shard>.tmp-...': no space left on "
+    "the device (disk full) (No space left on device)`; exit 2 (1 means verification failed)",
+    "Completed shards and their records; no temporary file, no manifest.json",
+)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_disk_full_is_a_clear_error_exit_2_and_leaves_no_temporary_files(
+    tmp_path, capsys, workers
+):
+    from tfrecord_tools.cli import main
+
+    mount = tmp_path / "small"
+    _mount_tmpfs(mount, "1m")
+    try:
+        rng = np.random.default_rng(4)  # noise does not compress: ~2.4 MB of PNG
+        npz = tmp_path / "big.npz"
+        np.savez(npz, x_train=rng.integers(0, 256, (200, 64, 64, 3), dtype=np.uint8),
+                 y_train=rng.integers(0, 4, 200))  # fmt: skip
+        out = str(mount / "out")
+        code = main(["convert", f"numpy:{npz}", out, "--num-shards", "4",
+                     "--num-workers", workers, "--quiet"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"cannot write '{out}/" in err and "no space left on the device" in err
+        assert "Traceback" not in err
+        left = _files_in(out)
+        assert not [f for f in left if ".tmp-" in f or f.endswith(".lock")], left
+        assert "manifest.json" not in left
+    finally:
+        _unmount(mount)
+
+
+@fault(
+    "Output on a read-only file system",
+    "Found when the lock file is created, the first thing written: before the source's images "
+    "are decoded or encoded",
+    "`tfrecord-tools convert: error: cannot write '<dir>/.tfrecord_tools.lock': read-only file "
+    "system (Read-only file system)`; exit 2",
+    "Everything; nothing is written",
+)
+def test_read_only_output_fails_before_encoding_with_exit_2(tmp_path, capsys):
+    from PIL import Image
+
+    from tfrecord_tools.cli import main
+
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(src / "a" / "ok.png")
+    # Decoding this would raise CorruptImageError: the storage error must come first.
+    (src / "a" / "bad.png").write_bytes(b"not a png")
+    mount = tmp_path / "ro"
+    _mount_tmpfs(mount, "1m", read_only=True)
+    try:
+        assert main(["convert", f"folder:{src}", str(mount), "--num-shards", "1", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot write '{mount}/.tfrecord_tools.lock'" in err
+        assert "read-only file system" in err and "Corrupt" not in err
+        assert _files_in(mount) == []
+    finally:
+        _unmount(mount)
+
+
+@fault(
+    "Output path is an existing file",
+    "Checked before the lock and before encoding",
+    "`tfrecord-tools convert: error: cannot write '<path>': the output is an existing file, "
+    "not a directory`; exit 2",
+    "The file, untouched",
+)
+def test_output_that_is_a_file_is_refused_with_exit_2(tmp_path, capsys):
+    from tfrecord_tools.cli import main
+
+    target = tmp_path / "a-file"
+    target.write_bytes(b"precious")
+    npz = tmp_path / "s.npz"
+    np.savez(npz, x_train=np.zeros((4, 3, 3), np.uint8), y_train=np.arange(4))
+    assert main(["convert", f"numpy:{npz}", str(target), "--quiet"]) == 2
+    assert "the output is an existing file, not a directory" in capsys.readouterr().err
+    assert target.read_bytes() == b"precious"
+
+
+@fault(
+    "Damaged manifest.json (no `shards` key, not JSON, wrong types)",
+    "`manifest.read_manifest` validates the structure every reader and writer relies on; "
+    "verify, read_dataset and convert all get the same message; `convert --overwrite` "
+    "replaces the damaged manifest (and the named splits)",
+    "`invalid manifest '<dir>/manifest.json': splits['train'] has no 'shards' key` (verify: "
+    "exit 1; convert without --overwrite: exit 2 with the hint to pass it)",
+    "Shard files stay until `--overwrite` rebuilds the named splits",
+)
+@pytest.mark.parametrize("damage_kind", ["no shards key", "not json"])
+def test_damaged_manifest_is_named_and_overwrite_recovers(tmp_path, capsys, damage_kind):
+    import json
+
+    import tfrecord_tools
+    from tfrecord_tools.cli import main
+
+    npz = tmp_path / "s.npz"
+    rng = np.random.default_rng(5)
+    np.savez(npz, x_train=rng.integers(0, 256, (20, 4, 4), dtype=np.uint8),
+             y_train=rng.integers(0, 3, 20))  # fmt: skip
+    out = str(tmp_path / "out")
+    argv = ["convert", f"numpy:{npz}", out, "--num-shards", "2", "--quiet"]
+    assert main(argv) == 0
+    path = os.path.join(out, "manifest.json")
+    manifest = json.load(open(path))
+    if damage_kind == "no shards key":
+        del manifest["splits"]["train"]["shards"]
+        text, expected = json.dumps(manifest), "splits['train'] has no 'shards' key"
+    else:
+        text, expected = json.dumps(manifest)[:-40], "not valid JSON"
+    open(path, "w").write(text)
+    assert main(["verify", out]) == 1
+    assert f"invalid manifest '{path}': {expected}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="invalid manifest"):
+        tfrecord_tools.read_dataset(out, "train")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "invalid manifest" in err and "overwrite" in err and "Traceback" not in err
+    assert main([*argv, "--overwrite"]) == 0
+    assert main(["verify", out, "--quiet"]) == 0
+
+
+@fault(
+    "`num_workers` far above the number of shards to build (e.g. 1000 workers, 4 shards)",
+    "Never more worker processes than shards to build; every split's shards share one queue, "
+    "so a 1-shard split is built beside the others; a single shard to build runs in the "
+    "calling process",
+    "Nothing; the conversion starts as fast as with 4 workers",
+    "Everything",
+)
+def test_never_more_worker_processes_than_shards_to_build(tmp_path, monkeypatch):
+    import tfrecord_tools
+    from tfrecord_tools import _worker
+
+    started = []
+    grow = _worker.WorkerPool.grow
+
+    def counting_grow(self, total):
+        grow(self, total)
+        started.append(len(self.procs))
+
+    monkeypatch.setattr(_worker.WorkerPool, "grow", counting_grow)
+    out, files, x, y = _small_dataset(tmp_path, num_workers=1000)
+    assert max(started) == 4 and tfrecord_tools.verify(out).ok
+    started.clear()
+    os.remove(os.path.join(out, files[2]))  # one shard to rebuild: in this process
+    tfrecord_tools.write_shards(x, y, out, num_shards=4, name="d", num_workers=1000,
+                                progress=False)  # fmt: skip
+    assert started in ([], [0]) and tfrecord_tools.verify(out).ok
+
+
+@fault(
+    "`convert_beam(overwrite=True)` on an output holding a partial conversion with other settings",
+    "Beam follows the local writer's resume rule, decided on the driver (`plan.resolve`): the "
+    "other conversion's records and shards are deleted first (before, Beam raised the error "
+    "telling the user to pass overwrite=True)",
+    "The new conversion",
+    "Exactly the new shards and manifest.json",
+)
+def test_beam_overwrite_replaces_a_partial_conversion_like_the_local_writer(
+    tmp_path, monkeypatch
+):
+    pytest.importorskip("apache_beam")
+    import tfrecord_tools
+    from tfrecord_tools.beam import convert_beam
+
+    rng = np.random.default_rng(6)
+    x, y = rng.integers(0, 256, (24, 5, 5, 3), dtype=np.uint8), rng.integers(0, 3, 24)
+    out = str(tmp_path / "out")
+    _interrupted(tmp_path, monkeypatch, x, y, out, num_shards=3, seed=7)
+    with pytest.raises(ValueError, match="partial conversion with different settings"):
+        convert_beam((x, y), out, num_shards=2, name="d")
+    m = convert_beam((x, y), out, num_shards=2, name="d", overwrite=True)
+    local = tfrecord_tools.write_shards(x, y, str(tmp_path / "ref"), num_shards=2, name="d",
+                                        progress=False)  # fmt: skip
+    assert m == local
+    assert _files_in(out) == sorted([s["file"] for s in m["splits"]["train"]["shards"]]
+                                    + ["manifest.json"])  # fmt: skip
+
+
 # ================================================================================================
 # End of cases. The harness: the document equals the cases, every case names a real test.
 # ================================================================================================
