@@ -35,7 +35,7 @@ __all__ = [
 # Each recipe's module is imported when the recipe is first used (PEP 562), so the package
 # imports even while one of them is missing or its optional dependencies are.
 _RECIPES = {
-    "fashion_mnist": "keras_tricks.recipes.fashion_mnist",
+    "fashion_mnist": "keras_tricks.recipes.fashion",
     "cifar10_fast": "keras_tricks.recipes.cifar10",
     "imagenet_resnet50": "keras_tricks.recipes.imagenet",
 }

@@ -436,10 +436,10 @@ class Recipe:
     Attributes (all public; change them before `fit` to experiment):
         name: the recipe's name.
         network: the network proper (e.g. `resnet9(...)`).
-        classifier: `preprocessing` (e.g. `Normalize`) then `network`, on the data's raw images:
-            what `evaluate` scores and `save` exports.
-        model: what `fit` trains: `preprocessing`, then `augmentation` (random layers, identity
-            at inference), then `network`. All three share their weights.
+        classifier: `preprocessing` (e.g. `Normalize`) then `network`, on the evaluation
+            data's raw images: what `evaluate` scores and `save` exports.
+        model: what `fit` trains: `augmentation` (the random layers, with the fixed ones such as
+            `Normalize` in their place in the chain), then `network`. All three share weights.
         optimizer, loss, metrics: passed to `model.compile`.
         train_data: `tf.data.Dataset` of training batches (endless; see `steps_per_epoch`).
         validation_data, test_data: evaluation `tf.data.Dataset`s or None.
@@ -483,9 +483,12 @@ class Recipe:
     ):
         self.name = name
         self.network = network
-        self.classifier = _assemble(network, preprocessing, train.dataset, f"{name}_classifier")
+        # The classifier takes what the evaluation data holds (e.g. 224 x 224 centre crops),
+        # the training model what the training stream holds (e.g. 256 x 256 to crop from).
+        eval_spec = (test_data if test_data is not None else train.dataset).element_spec[0]
+        self.classifier = _assemble(network, preprocessing, eval_spec, f"{name}_classifier")
         self.model = _assemble(
-            network, [*preprocessing, *augmentation], train.dataset, f"{name}_train"
+            network, augmentation, train.dataset.element_spec[0], f"{name}_train"
         )
         self.optimizer = optimizer
         self.loss = loss
@@ -564,8 +567,8 @@ class Recipe:
         from keras_tricks.training import TestTimeAugmentation
 
         model = TestTimeAugmentation(self.classifier, **self.tta)
-        spec = self.train_data.element_spec[0]
-        model(np.zeros([1, *spec.shape[1:]], spec.dtype.name))  # build it, so it saves whole
+        spec = self.classifier.inputs[0]
+        model(np.zeros([1, *spec.shape[1:]], spec.dtype))  # build it, so it saves whole
         return model
 
     def _averaged(self):
@@ -636,12 +639,11 @@ class Recipe:
         )
 
 
-def _assemble(network, layers, dataset, name):
-    """Input (the data's shape and dtype) -> `layers` -> `network`, as a functional model."""
+def _assemble(network, layers, spec, name):
+    """Input (`spec`'s shape and dtype) -> `layers` -> `network`, as a functional model."""
     layers = list(layers)
     if not layers:
         return network
-    spec = dataset.element_spec[0]
     inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name, name="images")
     x = inputs
     for layer in layers:

@@ -176,7 +176,8 @@ def cifar10_fast(
         variable.regularizer = keras.regularizers.L2(l2)
 
     seed = hp["seed"]
-    augmentation = []
+    normalize = augment.Normalize(hp["mean"], hp["std"])
+    augmentation = [normalize]  # Page normalises first, then pads, crops, flips, cuts out
     if hp["padding"]:
         augmentation.append(augment.RandomPadCrop(hp["padding"], fill_mode="reflect", seed=seed))
     if hp["flip"]:
@@ -192,7 +193,7 @@ def cifar10_fast(
     return Recipe(
         name="cifar10_fast",
         network=network,
-        preprocessing=[augment.Normalize(hp["mean"], hp["std"])],
+        preprocessing=[normalize],
         augmentation=augmentation,
         optimizer=optimizer,
         # Page's label_smoothing_loss: (1 - a) * CE + a * mean_k(-log p_k): the "uniform" form.
