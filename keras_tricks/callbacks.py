@@ -16,6 +16,11 @@ def _inner_optimizer(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
+def _iterations(optimizer):
+    # `int(optimizer.iterations)` fails under a tf.distribute strategy (a MirroredVariable).
+    return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
+
 def _schedule_of(optimizer):
     lr = getattr(optimizer, "_learning_rate", None)
     return lr if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) else None
@@ -102,12 +107,12 @@ class LinearWarmup(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         optimizer = self._optimizer()
-        if self._target is None and int(optimizer.iterations) < self.warmup_steps:
+        if self._target is None and _iterations(optimizer) < self.warmup_steps:
             self._target = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
     def on_train_batch_begin(self, batch, logs=None):
         optimizer = self._optimizer()
-        step = int(optimizer.iterations)
+        step = _iterations(optimizer)
         if step >= self.warmup_steps:
             return
         init, m = self.initial_learning_rate, self.warmup_steps
@@ -159,7 +164,7 @@ class LearningRateLogger(keras.callbacks.Callback):
 
     def _current(self):
         optimizer = _inner_optimizer(self.model.optimizer)
-        step = int(optimizer.iterations) - 1  # the step that just ran
+        step = _iterations(optimizer) - 1  # the step that just ran
         schedule = _schedule_of(optimizer)
         if schedule is not None:
             value = schedule(max(step, 0))
