@@ -419,6 +419,37 @@ elsewhere(
     "`skipped <file>: <reason>` per file after the conversion",
     "Every readable image",
 )
+elsewhere(
+    "tests/test_tfrecord_reader.py::test_missing_shard_is_named_before_reading",
+    "Shard file deleted, then read",
+    "`read_dataset` stats every shard before reading",
+    "`ShardMismatchError` naming the missing shard before any record is read",
+    "Everything that is left; nothing is modified",
+)
+elsewhere(
+    "tests/test_tfrecord_sources.py::test_idx_lookup_prefers_the_uncompressed_file_like_load_fashion_mnist",
+    "IDX directory holding both `X` and `X.gz` (after `gunzip -k`)",
+    "One lookup rule for the `idx:` source and `keras_tricks.datasets.load_fashion_mnist` "
+    "(`tfrecord_tools.idx.find_idx`): the uncompressed file wins (before, the two disagreed)",
+    "Both read the same file",
+    "Everything",
+)
+elsewhere(
+    "tests/test_tfrecord_verify.py::test_verify_shows_progress_of_the_records_checked_like_convert",
+    "`verify --decode` of a large dataset takes minutes",
+    "A tqdm progress bar of the records checked, like `convert` (`verify(progress=True)`)",
+    "`verify --decode: 45%|... 31.5k/70.0k [00:12<00:15, 2.6krec/s]` on stderr; none with `--quiet`",
+    "Everything",
+)
+elsewhere(
+    "tests/test_tfrecord_inspect.py::test_summary_names_every_file_that_differs_from_the_manifest",
+    "`inspect` of a dataset whose files no longer match manifest.json",
+    "Every shard is stat-ed and every split's shard files listed against the manifest; the "
+    "grid is still drawn from the files as they are",
+    "`WARNING: 3 file(s) on disk do not match manifest.json (run tfrecord-tools verify <path>)` "
+    "and one line per file (missing, wrong size, not listed); `\"problems\"` in `--json`",
+    "Everything; nothing is modified",
+)
 
 
 # ================================================================================================
