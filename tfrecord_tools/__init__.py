@@ -16,13 +16,19 @@ __version__ = "0.1.0"
 # here explicitly so that they, not the same-named submodules, are the package attributes.
 from tfrecord_tools.inspect import inspect  # noqa: E402
 from tfrecord_tools.manifest import read_manifest  # noqa: E402
-from tfrecord_tools.reader import read_dataset  # noqa: E402
-from tfrecord_tools.sources import CorruptImageError, open_source  # noqa: E402
+from tfrecord_tools.reader import ShardMismatchError, read_dataset  # noqa: E402
+from tfrecord_tools.sources import (  # noqa: E402
+    CorruptImageError,
+    UnsupportedImageError,
+    open_source,
+)
 from tfrecord_tools.verify import verify  # noqa: E402
 from tfrecord_tools.writer import convert, write_shards  # noqa: E402
 
 __all__ = [
     "CorruptImageError",
+    "ShardMismatchError",
+    "UnsupportedImageError",
     "convert",
     "inspect",
     "open_source",
