@@ -20,7 +20,7 @@ class LabelSmoothingCrossEntropy(keras.losses.Loss):
     the one-hot target by a mixture with a spread-out distribution. Two conventions are in use,
     for `K` classes and smoothing `epsilon`:
 
-    ```python
+    ```
     # "uniform" (Szegedy; Keras `CategoricalCrossentropy(label_smoothing=...)`):
     target = (1 - epsilon) * one_hot + epsilon / K
     # -> true class 1 - epsilon + epsilon / K, every other class epsilon / K

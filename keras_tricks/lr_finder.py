@@ -28,7 +28,7 @@ def sweep_learning_rates(
 ) -> np.ndarray:
     """The learning rates of a range test: `num_steps` values from `min_lr` to `max_lr`.
 
-    ```python
+    ```
     exponential: lr[i] = min_lr * (max_lr / min_lr) ** (i / (num_steps - 1))
     linear:      lr[i] = min_lr + (max_lr - min_lr) * i / (num_steps - 1)
     ```
@@ -61,7 +61,7 @@ def sweep_learning_rates(
 def smooth_losses(losses: Sequence[float] | np.ndarray, smoothing: float = 0.98) -> np.ndarray:
     """Bias-corrected exponential moving average of the losses, as fast.ai's LR finder.
 
-    ```python
+    ```
     avg = 0
     for i, loss in enumerate(losses):
         avg = smoothing * avg + (1 - smoothing) * loss

@@ -3,7 +3,7 @@
 Weight decay is written four ways in the literature and in frameworks; for one plain SGD step
 with learning rate `lr` and gradient `g` of the data loss:
 
-```python
+```
 # "l2": a loss term lambda / 2 * ||w||^2 (its gradient is lambda * w)
 w = w - lr * (g + lambda_ * w)
 # "coupled": PyTorch `SGD(weight_decay=wd)` adds wd * w to the gradient (momentum sees it)
@@ -57,7 +57,7 @@ class LARS(keras.optimizers.Optimizer):
     https://arxiv.org/abs/1708.03888, Algorithm 1. For each variable `w` with gradient `g`,
     global learning rate `lr`, weight decay `wd` and trust coefficient `eta`:
 
-    ```python
+    ```
     local_lr = eta * norm(w) / (norm(g) + wd * norm(w))  # 1.0 if norm(w) or norm(g) is 0
     v = momentum * v + lr * local_lr * (g + wd * w)
     w = w - v                                              # nesterov: w - (momentum * v
@@ -330,7 +330,7 @@ def summed_loss_to_mean_loss(
     sums the loss over the batch and quotes `lr = lr_mean / batch_size`, `wd = 5e-4 * batch_size`
     (coupled, PyTorch SGD). Since the summed loss's gradient is `batch_size` times the mean's,
 
-    ```python
+    ```
     v = momentum * v + (batch_size * g_mean + wd_sum * w);  w = w - lr_sum * v
     # equals, with v_mean = v / batch_size:
     v_mean = momentum * v_mean + (g_mean + wd_sum / batch_size * w)

@@ -65,7 +65,7 @@ def scale_learning_rate(base_lr: float, batch_size: int, base_batch_size: int = 
     Goyal et al. 2017, "Accurate, Large Minibatch SGD", https://arxiv.org/abs/1706.02677, and
     He et al. 2019, "Bag of Tricks", https://arxiv.org/abs/1812.01187 (0.1 for batch 256):
 
-    ```python
+    ```
     lr = base_lr * batch_size / base_batch_size
     ```
 
@@ -99,7 +99,7 @@ class Warmup(_Schedule):
     rate rises linearly to the rate the wrapped schedule starts at; then the wrapped schedule
     runs from its own step 0, i.e. the decay ignores the warmup steps:
 
-    ```python
+    ```
     target = after(0) if callable(after) else after
     def lr(step):  # step is 0-based, as `optimizer.iterations`
         if step < m:
@@ -195,7 +195,7 @@ class LinearCosineDecay(_Schedule):
     https://arxiv.org/abs/1709.07417; `num_periods` gives SGDR-style restarts (Loshchilov &
     Hutter 2016, https://arxiv.org/abs/1608.03983):
 
-    ```python
+    ```
     def lr(step):
         step = min(step, decay_steps)
         linear_decay = (decay_steps - step) / decay_steps
@@ -306,7 +306,7 @@ class NoisyLinearCosineDecay(_Schedule):
     Bello et al. 2017, https://arxiv.org/abs/1709.07417. The linear term gets zero-mean
     Gaussian noise whose variance decays with the step:
 
-    ```python
+    ```
     def lr(step):
         step = min(step, decay_steps)
         linear_decay = (decay_steps - step) / decay_steps
@@ -429,7 +429,7 @@ class StepDecay(_Schedule):
     He et al. 2016, "Deep Residual Learning", https://arxiv.org/abs/1512.03385 (÷10 at epochs
     30, 60, 90 on ImageNet); the baseline of He et al. 2019, https://arxiv.org/abs/1812.01187:
 
-    ```python
+    ```
     def lr(step):  # step is 0-based; the new rate applies from the boundary step on
         return initial_learning_rate * factor ** sum(step >= b for b in boundaries)
     ```
@@ -499,7 +499,7 @@ class PiecewiseLinear(_Schedule):
     Linear interpolation between the points and constant before the first and after the last,
     i.e. `numpy.interp(step, boundaries, values)`:
 
-    ```python
+    ```
     def lr(step):
         out = values[0]
         for i in range(len(boundaries) - 1):
@@ -601,7 +601,7 @@ class OneCycle(_Schedule):
     only anneals to the minimum in a third phase. Step `s` of Keras (0-based
     `optimizer.iterations`) gets PyTorch's rate at `last_epoch = s`:
 
-    ```python
+    ```
     initial, minimum = max_lr / div_factor, max_lr / div_factor / final_div_factor
     phases = [(pct_start * total_steps - 1, initial, max_lr),
               (total_steps - 1, max_lr, minimum)]

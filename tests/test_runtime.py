@@ -95,14 +95,3 @@ def test_cpu_has_native_bfloat16_reads_the_cpu_flags(tmp_path):
 def test_configure_cpu_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         runtime.configure_cpu(**kwargs)
-
-
-def test_docstring_examples_run():
-    import re
-    import textwrap
-
-    with open(runtime.__file__) as f:
-        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
-    assert len(blocks) == 3
-    code = "\n".join(textwrap.dedent(block) for block in blocks)
-    _run(code + "\nimport json\nprint(json.dumps('ok'))\n")
