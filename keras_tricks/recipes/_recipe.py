@@ -256,12 +256,11 @@ class TrainingStream(NamedTuple):
 
 
 def _source_dataset(source, split):
-    # The readers of keras_tricks.data (TFRecord directory, local or gs://, or arrays).
+    # The reader of keras_tricks.data (TFRecord directory, local or gs://, or arrays), so the
+    # training stream and input_pipeline read and check their sources the same way.
     from keras_tricks import data
 
-    if isinstance(source, (str, os.PathLike)):
-        return data._from_tfrecords(os.fspath(source), split)
-    return data._from_arrays(source)
+    return data._read(source, split)
 
 
 def training_stream(
@@ -436,6 +435,8 @@ class Recipe:
     Attributes (all public; change them before `fit` to experiment):
         name: the recipe's name.
         network: the network proper (e.g. `resnet9(...)`).
+        preprocessing, augmentation: the layers given to the constructor (e.g. to plot what
+            the augmentation does).
         classifier: `preprocessing` (e.g. `Normalize`) then `network`, on the evaluation
             data's raw images: what `evaluate` scores and `save` exports.
         model: what `fit` trains: `augmentation` (the random layers, with the fixed ones such as
@@ -483,6 +484,8 @@ class Recipe:
     ):
         self.name = name
         self.network = network
+        self.preprocessing = list(preprocessing)
+        self.augmentation = list(augmentation)
         # The classifier takes what the evaluation data holds (e.g. 224 x 224 centre crops),
         # the training model what the training stream holds (e.g. 256 x 256 to crop from).
         eval_spec = (test_data if test_data is not None else train.dataset).element_spec[0]
