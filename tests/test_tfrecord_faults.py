@@ -419,6 +419,83 @@ elsewhere(
     "`skipped <file>: <reason>` per file after the conversion",
     "Every readable image",
 )
+_GS_READ = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+import tfrecord_tools
+
+output, step = sys.argv[1:3]
+if step == "write":
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 4, 4, 3), dtype=np.uint8)
+    tfrecord_tools.write_shards(x, np.arange(30) % 3, output, num_shards=3, name="g", progress=False)
+    print(json.dumps({"ok": True}))
+else:
+    out = {}
+    try:
+        tfrecord_tools.read_dataset(output, "train")
+    except tfrecord_tools.ShardMismatchError as e:
+        out["size"] = str(e)
+    try:
+        for _ in tfrecord_tools.read_dataset(output, "train", verify="count"):
+            pass
+    except tf.errors.InvalidArgumentError as e:
+        out["count"] = e.message
+    print(json.dumps(out))
+"""
+
+
+def _drop_last_framed_record(data):
+    # TFRecord framing: uint64 length (little-endian), 4-byte CRC, the record, 4-byte CRC.
+    starts, pos = [], 0
+    while pos < len(data):
+        starts.append(pos)
+        pos += 8 + 4 + int.from_bytes(data[pos : pos + 8], "little") + 4
+    assert pos == len(data)
+    return data[: starts[-1]], len(starts) - 1
+
+
+@fault(
+    "A shard on `gs://` truncated at a record boundary, then read",
+    "The same checks through TensorFlow's own GCS client: one `stat` per shard (16 at a time) "
+    "before reading, and the record count inside the tf.data pipeline",
+    "`ShardMismatchError` naming `gs://.../g-train.tfrecord-00001-of-00003`; with "
+    "`verify=\"count\"`, `shard gs://... holds 9 records, manifest.json says 10`",
+    "Everything; nothing is modified",
+)
+@pytest.mark.slow
+@pytest.mark.gcs
+def test_read_dataset_checks_shards_on_gs_through_tf_own_client(tmp_path):
+    import json
+    import subprocess
+
+    from gcs_emulator import GCSEndpoint
+
+    with GCSEndpoint(buckets=["faults"]) as gcs:
+        env = gcs.tf_env()
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+
+        def run(step):
+            proc = subprocess.run(
+                [sys.executable, "-c", _GS_READ, "gs://faults/rd", step],
+                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+
+        run("write")
+        shard = "rd/g-train.tfrecord-00001-of-00003"
+        truncated, found = _drop_last_framed_record(gcs.emulator.read_object("faults", shard))
+        gcs.emulator.upload_object("faults", shard, truncated)
+        messages = run("read")
+    assert "split 'train' in 'gs://faults/rd' do not match manifest.json" in messages["size"]
+    assert f"g-train.tfrecord-00001-of-00003: {len(truncated)} bytes" in messages["size"]
+    assert f"shard gs://faults/{shard} holds {found} records, manifest.json says 10" in (
+        messages["count"]
+    )
+
+
 elsewhere(
     "tests/test_tfrecord_reader.py::test_missing_shard_is_named_before_reading",
     "Shard file deleted, then read",
