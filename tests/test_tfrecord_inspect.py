@@ -1,5 +1,5 @@
-"""tfrecord_tools.inspect: the summary says when the files on disk differ from the manifest, and
-the sample grid labels each row with its class name.
+"""tfrecord_tools.summary (the `inspect` function): the summary says when the files on disk
+differ from the manifest, and the sample grid labels each row with its class name.
 
 Oracles: the damage the test does (truncate, delete, add an unlisted shard file); the grid
 layout computed here (row r = class r, cells of the image size + 2 px borders, right of a margin
@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import tfrecord_tools
-from tfrecord_tools.inspect import format_summary, inspect, sample_grid
+from tfrecord_tools.summary import format_summary, inspect, sample_grid
 
 NAMES = ["T-shirt/top", "Bag", "c", "d"]
 
@@ -79,3 +79,16 @@ def test_sample_grid_without_labels_keeps_the_plain_layout():
     rgba = [[np.zeros((4, 4, 4), np.uint8)]]
     labelled = sample_grid(rgba, 1, row_labels=["x"])
     assert labelled.shape[2] == 4 and (labelled[:, :, 3][:, :-6] == 255).all()  # opaque margin
+
+
+def test_functions_do_not_shadow_their_modules_and_old_import_paths_still_work():
+    import tfrecord_tools.summary
+    import tfrecord_tools.verification
+    from tfrecord_tools.inspect import format_summary as old_format_summary
+    from tfrecord_tools.verify import VerifyResult
+
+    assert callable(tfrecord_tools.inspect) and callable(tfrecord_tools.verify)
+    assert tfrecord_tools.inspect is tfrecord_tools.summary.inspect
+    assert tfrecord_tools.verify is tfrecord_tools.verification.verify
+    assert old_format_summary is format_summary
+    assert VerifyResult is tfrecord_tools.verification.VerifyResult

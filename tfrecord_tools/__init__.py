@@ -12,9 +12,12 @@ ds = tfrecord_tools.read_dataset("/tmp/fmnist", "train")        # (uint8 HWC ima
 __version__ = "0.1.0"
 
 # None of these modules imports TensorFlow at import time (they do inside their functions), so
-# importing the package stays light for the writer's worker processes. The functions are bound
-# here explicitly so that they, not the same-named submodules, are the package attributes.
-from tfrecord_tools.inspect import inspect  # noqa: E402
+# importing the package stays light for the writer's worker processes. No function shares its
+# name with a submodule: `verify` lives in `verification`, `inspect` in `summary`.
+import sys as _sys  # noqa: E402
+
+from tfrecord_tools import summary as _summary  # noqa: E402
+from tfrecord_tools import verification as _verification  # noqa: E402
 from tfrecord_tools.manifest import read_manifest  # noqa: E402
 from tfrecord_tools.reader import ShardMismatchError, read_dataset  # noqa: E402
 from tfrecord_tools.sources import (  # noqa: E402
@@ -22,7 +25,8 @@ from tfrecord_tools.sources import (  # noqa: E402
     UnsupportedImageError,
     open_source,
 )
-from tfrecord_tools.verify import verify  # noqa: E402
+from tfrecord_tools.summary import inspect  # noqa: E402
+from tfrecord_tools.verification import verify  # noqa: E402
 from tfrecord_tools.writer import convert, write_shards  # noqa: E402
 
 __all__ = [
@@ -37,3 +41,9 @@ __all__ = [
     "verify",
     "write_shards",
 ]
+
+# Deprecated module paths of 0.1, kept so `from tfrecord_tools.inspect import format_summary` and
+# `from tfrecord_tools.verify import VerifyResult` still import; use `tfrecord_tools.summary` and
+# `tfrecord_tools.verification`. (`tfrecord_tools.inspect` / `.verify` are the functions.)
+_sys.modules.setdefault("tfrecord_tools.inspect", _summary)
+_sys.modules.setdefault("tfrecord_tools.verify", _verification)

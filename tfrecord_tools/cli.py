@@ -165,7 +165,7 @@ def _verify(args):
 
 
 def _inspect(args):
-    from tfrecord_tools.inspect import format_summary, inspect
+    from tfrecord_tools.summary import format_summary, inspect
 
     summary = inspect(
         args.path,

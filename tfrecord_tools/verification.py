@@ -1,5 +1,8 @@
 """Check a converted dataset against its manifest: every shard present, same size and sha256,
-same record count and label histogram, optionally every image decodable with the recorded shape."""
+same record count and label histogram, optionally every image decodable with the recorded shape.
+
+The function is `tfrecord_tools.verify`; this module is named for the concept so that the
+function no longer shadows its own module."""
 
 import dataclasses
 

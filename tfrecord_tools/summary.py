@@ -1,5 +1,5 @@
 """Summaries of a converted dataset: counts, features, class histogram, a PNG grid of samples,
-and whether the files on disk still match `manifest.json`."""
+and whether the files on disk still match `manifest.json` (`tfrecord_tools.inspect`)."""
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def sample_grid(
 
     ```python
     import numpy as np
-    from tfrecord_tools.inspect import sample_grid
+    from tfrecord_tools.summary import sample_grid
     rows = [[np.zeros((8, 8, 1), np.uint8)] * 3, [np.ones((8, 8, 1), np.uint8)] * 3]
     sample_grid(rows, 3).shape  # (2 * (8 + 2) + 2, 3 * (8 + 2) + 2, 1) = (22, 32, 1)
     ```
@@ -123,7 +123,7 @@ def inspect(
     Example:
 
     ```python
-    from tfrecord_tools.inspect import format_summary, inspect
+    from tfrecord_tools.summary import format_summary, inspect
     summary = inspect("/tmp/fmnist", "train", grid_path="/tmp/fmnist_grid.png")
     print(format_summary(summary))
     ```
