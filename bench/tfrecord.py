@@ -19,7 +19,15 @@ Measured (median of --repeats runs, each into a fresh directory):
 - CPU: conversion CPU seconds (this process + worker processes) and reading CPU microseconds per
   image, which other jobs on a shared machine disturb much less than wall time.
 
-Usage: python bench/tfrecord.py [--quick] [--repeats 3] > result.json
+- memory (issue [8]): peak RSS of each worker process while converting a folder of 256x256
+  JPEGs (generated here: smooth colour fields plus noise) into PNG shards with 2 workers, at two
+  shard sizes; the target is peak <= 2 x its shard's bytes + the interpreter, where "the
+  interpreter" is a worker's peak on 1-image shards of the same images. The previous writer
+  (`--memory-baseline-rev`, read from git) is measured in the same run when git has it. Each
+  conversion runs in a fresh process, whose `RUSAGE_CHILDREN.ru_maxrss` is the largest
+  worker's peak.
+
+Usage: python bench/tfrecord.py [--quick] [--repeats 3] [--memory-only] > result.json
 """
 
 import argparse
@@ -206,13 +214,158 @@ def decode_only(encoded, batched):
     return ds
 
 
+MEMORY_SCRIPT = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import tfrecord_tools
+source, out, shards, workers = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+start = time.perf_counter()
+m = tfrecord_tools.convert(source, out, num_shards=shards, num_workers=workers, name="mem",
+                           progress=False)
+sizes = [s["num_bytes"] for sp in m["splits"].values() for s in sp["shards"]]
+print(json.dumps({
+    "package": tfrecord_tools.__file__,
+    "seconds": time.perf_counter() - start,
+    "parent_peak_kB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    "worker_peak_kB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    "max_shard_bytes": max(sizes),
+    "shards": len(sizes),
+}))
+"""
+
+
+def jpeg_folder(root, count, size=256, classes=4):
+    """`count` 256x256 JPEGs (quality 90) in `classes` class folders: smooth fields + noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(count):
+        cls = os.path.join(root, f"class{i % classes}")
+        os.makedirs(cls, exist_ok=True)
+        a, b, c = rng.uniform(1, 6, 3)
+        field = np.stack(
+            [np.sin(a * xx + b * yy + k) * 0.5 + 0.5 for k in (0.0, c, 2 * c)], axis=-1
+        )
+        image = field * 200 + rng.normal(0, 12, field.shape) + 20
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+            os.path.join(cls, f"{i:05d}.jpg"), quality=90
+        )
+
+
+def _baseline_package(rev, work):
+    """The tfrecord_tools package at git revision `rev`, extracted under `work` (or None)."""
+    import subprocess
+
+    target = os.path.join(work, f"package-{rev.replace('^', '_').replace('~', '_')}")
+    try:
+        archive = subprocess.run(
+            ["git", "-C", REPO, "archive", rev, "tfrecord_tools"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    os.makedirs(target)
+    subprocess.run(["tar", "-x", "-C", target], input=archive, check=True)
+    return target
+
+
+def memory_benchmark(work, quick, baseline_rev):
+    import subprocess
+
+    count = 256 if quick else 512
+    folder = os.path.join(work, "jpegs")
+    jpeg_folder(folder, count)
+    small = os.path.join(work, "jpegs-small")
+    jpeg_folder(small, 4)
+    packages = {"this version": REPO}
+    if baseline_rev:
+        old = _baseline_package(baseline_rev, work)
+        if old:
+            packages[f"previous writer (git {baseline_rev})"] = old
+
+    def run(package, source, shards, tag):
+        out = os.path.join(work, f"mem-{tag}")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                MEMORY_SCRIPT,
+                package,
+                f"folder:{source}",
+                out,
+                str(shards),
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=package),
+            cwd=work,  # not the repository: `python -m` workers must import `package`
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-2000:])
+        shutil.rmtree(out)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    results = {"images": count, "image_size": [256, 256, 3], "source_format": "jpeg q90",
+               "shard_format": "png", "num_workers": 2, "runs": []}  # fmt: skip
+    for label, package in packages.items():
+        tag = str(len(results["runs"]))
+        interpreter = run(package, small, 4, tag + "i")["worker_peak_kB"] / 1024
+        for shards in (count // 16, 2):  # 16 images a shard, then count/2 images a shard
+            r = run(package, folder, shards, f"{tag}-{shards}")
+            shard_mb = r["max_shard_bytes"] / 2**20
+            peak = r["worker_peak_kB"] / 1024
+            results["runs"].append(
+                {
+                    "version": label,
+                    "shards": shards,
+                    "images_per_shard": count // shards,
+                    "max_shard_MiB": round(shard_mb, 1),
+                    "interpreter_MiB": round(interpreter, 1),
+                    "worker_peak_MiB": round(peak, 1),
+                    "worker_peak_above_interpreter_per_shard_MiB": round(
+                        (peak - interpreter) / shard_mb, 2
+                    ),
+                    "target_MiB": round(2 * shard_mb + interpreter, 1),
+                    "target_met": peak <= 2 * shard_mb + interpreter,
+                    "parent_peak_MiB": round(r["parent_peak_kB"] / 1024, 1),
+                    "seconds": round(r["seconds"], 2),
+                }
+            )
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="test split only (10k), 1 repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-beam", action="store_true")
     parser.add_argument("--workdir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory benchmark")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory benchmark")
+    parser.add_argument(
+        "--memory-baseline-rev",
+        default="0c26c4b^",
+        help="git revision of the previous writer to measure beside this one ('' to skip)",
+    )
     args = parser.parse_args()
+    if args.memory_only:
+        work = tempfile.mkdtemp(prefix="bench-tfrecord-mem-", dir=args.workdir)
+        try:
+            result = {
+                "benchmark": "tfrecord conversion memory per worker",
+                "command": " ".join(["python", "bench/tfrecord.py", *sys.argv[1:]]),
+                "cpus": os.cpu_count(),
+                "load_average_at_start": os.getloadavg(),
+                "memory": memory_benchmark(work, args.quick, args.memory_baseline_rev),
+            }
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        json.dump(result, sys.stdout, indent=1)
+        print()
+        return
     repeats = 1 if args.quick else args.repeats
 
     import tensorflow as tf
@@ -370,6 +523,8 @@ def main():
                 "measured": reads["read_dataset_png"]["speedup_vs_loose_png"],
             },
         }
+        if not args.no_memory:
+            results["memory"] = memory_benchmark(work, args.quick, args.memory_baseline_rev)
         results["load_average_at_end"] = os.getloadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)

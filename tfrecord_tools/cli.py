@@ -58,7 +58,11 @@ def add_convert_arguments(parser):
         action="store_true",
         help="skip unreadable images, list them in the manifest",
     )
-    parser.add_argument("--label-names", help="comma-separated class names (index = label)")
+    parser.add_argument(
+        "--label-names",
+        help="comma-separated class names (index = label), or a known dataset's name "
+        "(mnist, fashion_mnist, cifar10)",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -86,10 +90,18 @@ def convert_arguments(args):
         "seed": args.seed,
         "shuffle": not args.no_shuffle,
         "skip_corrupt": args.skip_corrupt,
-        "label_names": args.label_names.split(",") if args.label_names else None,
+        "label_names": _label_names(args.label_names),
         "overwrite": args.overwrite,
         "alpha": args.alpha,
     }
+
+
+def _label_names(value):
+    from tfrecord_tools.sources import KNOWN_LABEL_NAMES
+
+    if not value:
+        return None
+    return value if value in KNOWN_LABEL_NAMES else value.split(",")
 
 
 def build_parser():

@@ -479,10 +479,21 @@ def write_bytes_atomic(path, data, run_id=None):
     """Write `data` to `path` under a temporary name (`temp_path`), then rename it into place.
 
     Renames a single file only (GCS emulators cannot rename directories; on `gs://` a rename is
-    copy + delete, and the copy appears atomically under the final name).
+    copy + delete, and the copy appears atomically under the final name). Local paths go
+    through `os` (no TensorFlow import), `scheme://` paths through `tf.io.gfile`.
     """
-    gfile = _gfile()
     tmp = temp_path(path, run_id)
+    if "://" not in path:
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return
+    gfile = _gfile()
     try:
         with gfile.GFile(tmp, "wb") as f:
             f.write(data)

@@ -96,7 +96,8 @@ class ConversionOptions:
         seed: seed of the record shuffle before sharding.
         shuffle: False keeps the source order.
         skip_corrupt: leave out undecodable image files and list them in the manifest.
-        label_names: class names (index = label) overriding the source's.
+        label_names: class names (index = label) overriding the source's, or the name of a
+            known dataset ("mnist", "fashion_mnist", "cifar10"; `sources.KNOWN_LABEL_NAMES`).
         overwrite: replace what in the output differs from this conversion (split by split;
             see `tfrecord_tools.plan.resolve`).
         progress: show a progress bar.
@@ -115,7 +116,7 @@ class ConversionOptions:
     seed: int = 0
     shuffle: bool = True
     skip_corrupt: bool = False
-    label_names: tuple[str, ...] | None = None
+    label_names: tuple[str, ...] | str | None = None
     overwrite: bool = False
     progress: bool = True
     alpha: str = "error"
@@ -148,9 +149,9 @@ class ConversionOptions:
         put("seed", int(seed))
         if self.name is not None:
             check_name(self.name, "name")
-        if self.label_names is not None:
+        if self.label_names is not None and not isinstance(self.label_names, str):
             names = self.label_names
-            if isinstance(names, str) or not isinstance(names, Sequence):
+            if not isinstance(names, Sequence):
                 raise ValueError(f"label_names must be a list of class names; received {names!r}.")
             put("label_names", tuple(str(n) for n in names))
         if self.alpha not in ALPHA_MODES:

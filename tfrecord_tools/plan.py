@@ -176,17 +176,18 @@ class ConversionPlan:
         Raises:
             ValueError: unknown source or split, a bad split name, or more shards than records.
         """
-        # `alpha` reaches the folder reader; "error" is its default.
-        extra = {"alpha": options.alpha} if options.alpha != "error" else {}
         split = list(options.split) if options.split else None
         if split and len(split) == 1 and isinstance(source, (tuple, list)):
             split = split[0]  # an (x, y) pair becomes the one split so named
+        label_names = options.label_names
         src = open_source(
             source,
             split=split,
-            label_names=list(options.label_names) if options.label_names is not None else None,
-            name=options.name,  # an explicit name of a known dataset gives IDX class names
-            **extra,
+            label_names=list(label_names) if isinstance(label_names, tuple) else label_names,
+            # The user's name only (never the derived one): it may name a known dataset whose
+            # class names an IDX source lacks.
+            name=options.name,
+            alpha=options.alpha,
         )
         name = options.name or default_name(src.description)
         mf.check_name(name, "name")
