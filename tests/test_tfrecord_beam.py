@@ -325,3 +325,19 @@ def test_beam_finishes_an_interrupted_local_run_without_rebuilding_shards(tmp_pa
     assert resumed == expected
     assert _shard_mtimes(out) == committed
     assert not [f for f in os.listdir(out) if f.endswith(".json") and f != "manifest.json"]
+
+
+def test_beam_takes_the_same_output_lock_as_the_local_writer(tmp_path):
+    from tfrecord_tools.lock import OutputLock, OutputLockedError
+    from tfrecord_tools.storage import new_run_id
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(str(out), new_run_id()):  # a live run of this process holds it
+        with pytest.raises(OutputLockedError, match="is being written by another conversion"):
+            convert_beam(_arrays(), str(out), num_shards=2, name="toy")
+    assert os.listdir(out) == []  # refused before writing anything; the holder's lock is gone
+    manifest = convert_beam(_arrays(), str(out), num_shards=2, name="toy")
+    assert sorted(os.listdir(out)) == sorted(
+        ["manifest.json"] + [s["file"] for sp in manifest["splits"].values() for s in sp["shards"]]
+    )

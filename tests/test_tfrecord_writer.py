@@ -346,3 +346,52 @@ def test_fashion_mnist_idx_round_trip_all_70000_records_equal_the_source(
             np.testing.assert_allclose(manifest["std"], [x.astype(np.float64).std()], rtol=1e-12)
     with open(os.path.join(out, "manifest.json")) as f:
         assert json.load(f)["splits"]["train"]["label_counts"] == [6000] * 10
+
+
+# --- options, streaming shard builder, lock ---------------------------------------------------
+
+
+def test_conversion_options_are_checked_normalised_and_frozen():
+    import dataclasses
+
+    options = ConversionOptions("out", split="a, b", compression="gzip", num_shards={"a": 2})
+    assert options.split == ("a", "b") and options.compression == "GZIP"
+    assert options.shards_for("a") == 2 and options.shards_for("b") is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.seed = 3
+    assert options.replace(seed=3).seed == 3 and options.seed == 0
+    with pytest.raises(ValueError, match=r"alpha must be one of \('error', 'composite', 'keep'\)"):
+        ConversionOptions("out", alpha="drop")
+    with pytest.raises(ValueError, match=r"num_shards\['a'\] must be a positive integer"):
+        ConversionOptions("out", num_shards={"a": 0})
+
+
+def test_streamed_gzip_shard_equals_python_gzip_of_the_plain_shard():
+    import gzip
+    import io
+
+    from tfrecord_tools.options import EncodingOptions
+    from tfrecord_tools.shard import build_shard
+    from tfrecord_tools.sources import ArraySplit
+
+    x, y = _arrays(n=300, shape=(16, 16, 3))
+    payload = ArraySplit(x, y, "train").payload(np.arange(300))
+    plain, packed = io.BytesIO(), io.BytesIO()
+    build_shard(payload, EncodingOptions("png"), plain)
+    result = build_shard(payload, EncodingOptions("png", compression="GZIP"), packed)
+    # The reference: the whole shard compressed at once by Python's gzip module.
+    assert packed.getvalue() == gzip.compress(plain.getvalue(), compresslevel=6, mtime=0)
+    assert result.sha256 == hashlib.sha256(packed.getvalue()).hexdigest()
+    assert result.num_bytes == len(packed.getvalue())
+
+
+def test_a_run_whose_lock_was_taken_over_stops_before_its_manifest(tmp_path):
+    from tfrecord_tools.lock import LOCK_NAME, LockInfo, LockLostError, OutputLock
+
+    with OutputLock(str(tmp_path), "1x01") as lock:
+        lock.check(reread=True)  # still ours
+        intruder = LockInfo("2x02", "elsewhere", 7, time.time(), time.time(), time.time() + 60)
+        (tmp_path / LOCK_NAME).write_bytes(intruder.to_bytes())
+        with pytest.raises(LockLostError, match=r"now held by run 2x02 \(host elsewhere, pid 7"):
+            lock.check(reread=True)
+    assert (tmp_path / LOCK_NAME).read_bytes() == intruder.to_bytes()  # not ours to remove
