@@ -50,6 +50,7 @@ import os
 import pickle
 import re
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -98,7 +99,7 @@ _MAX_LISTED = 50  # skipped folder entries named one by one in the warning
 class CorruptImageError(ValueError):
     """An image file of a `folder:` source cannot be decoded; the message names the file."""
 
-    def __init__(self, filename, reason):
+    def __init__(self, filename: str, reason: str):
         self.filename = filename
         self.reason = reason
         super().__init__(
@@ -119,7 +120,7 @@ class UnsupportedImageError(ValueError):
     conversion needs a decision.
     """
 
-    def __init__(self, filename, reason, advice):
+    def __init__(self, filename: str, reason: str, advice: str):
         self.filename = filename
         self.reason = reason
         self.advice = advice
@@ -147,10 +148,10 @@ class _Split:
     """What both split kinds share: `name`, `kind`, `labels` (int64, one per record)."""
 
     @property
-    def num_records(self):
+    def num_records(self) -> int:
         return len(self.labels)
 
-    def max_label(self):
+    def max_label(self) -> int:
         return int(self.labels.max()) if self.labels.size else -1
 
 
@@ -433,7 +434,7 @@ def _decode_file(path: str, alpha: str = "error") -> np.ndarray:
         return _to_array(pil, path, alpha)
 
 
-def iter_payload(payload: "ArrayPayload | FilePayload"):
+def iter_payload(payload: "ArrayPayload | FilePayload") -> Iterator[tuple]:
     """Yield `(index, image uint8 HWC | None, label, filename, error | None)` for a shard payload.
 
     `error` is a `CorruptImageError` for an unreadable file (image is then None); array records
