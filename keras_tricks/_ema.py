@@ -63,6 +63,8 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     The update of all variables runs as one XLA-compiled function (`tf.function(jit_compile=True)`
     on TensorFlow, `jax.jit` on JAX) written with `keras.ops`; other backends run it eagerly.
+    Under a `tf.distribute` strategy it works with mirrored variables (a plain `tf.function` when
+    `fit` runs inside the strategy's scope, where the averages are mirrored too).
 
     Example:
 
@@ -212,7 +214,10 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
             # One XLA program for all variables: a few hundred eager ops per update otherwise,
             # and XLA fuses each variable's read-modify-write into a single pass over memory.
-            return tf.function(update_in_place, autograph=False, jit_compile=True)
+            # Inside a tf.distribute scope the averages are mirrored (one copy per device),
+            # which one XLA program on one device cannot write; a plain graph updates them all.
+            jit = not tf.distribute.has_strategy()
+            return tf.function(update_in_place, autograph=False, jit_compile=jit)
         if backend == "jax":
             import jax
 
