@@ -8,6 +8,7 @@ when you pass a `tf.data.Dataset`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -409,12 +410,17 @@ def find_lr(
         # Build with a real batch so every variable exists before the snapshot.
         model(first[0])
     saved = [
-        (v, np.array(keras.ops.convert_to_numpy(v.value), copy=True))
+        # The Keras variable, not `v.value`: NumPy cannot read a tf.distribute MirroredVariable.
+        (v, np.array(keras.ops.convert_to_numpy(v), copy=True))
         for v in _unique(list(model.variables) + list(model.metrics_variables))
     ]
 
     lrs, losses = [], []
-    optimizer = _clone_with_float_lr(original_optimizer, schedule[0])
+    # Under tf.distribute the optimizer must be made in the model's strategy scope, also when
+    # find_lr is called outside it (`distribute_strategy` exists on the TF backend only).
+    strategy = getattr(model, "distribute_strategy", None)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        optimizer = _clone_with_float_lr(original_optimizer, schedule[0])
     best, avg = math.inf, 0.0
     try:
         model.optimizer = optimizer
