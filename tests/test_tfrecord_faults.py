@@ -214,6 +214,31 @@ def test_read_dataset_fails_naming_the_shard_and_counts_when_a_shard_changes(tmp
 
 
 @fault(
+    "A damaged shard (emptied, truncated or appended to) reached through "
+    "`keras_tricks.data.input_pipeline`",
+    "The pipeline reads through `read_dataset`, so the same size check runs when it is built "
+    "and the same count check on the first pass (later passes come from its cache)",
+    "`ShardMismatchError` from `input_pipeline(...)`; `InvalidArgumentError` naming the shard "
+    "and both counts while iterating `pipe.dataset` for a shard changed after it was built",
+    "Everything; nothing is modified",
+)
+def test_input_pipeline_checks_the_shards_like_read_dataset(tmp_path):
+    import tensorflow as tf
+
+    from keras_tricks import data
+    from tfrecord_tools.reader import ShardMismatchError
+
+    out, files, _, _ = _small_dataset(tmp_path)
+    pipe = data.input_pipeline(out, "train", batch_size=8, training=False)
+    found = damage(os.path.join(out, files[3]), "emptied")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{files[3]} holds {found} records"):
+        for _ in pipe.dataset:
+            pass
+    with pytest.raises(ShardMismatchError, match=files[3]):
+        data.input_pipeline(out, "train", batch_size=8, training=False)
+
+
+@fault(
     "A user who changed shards on purpose reads them anyway",
     '`read_dataset(..., verify=False)` checks nothing; `verify="size"` or `"count"` keeps one check',
     "The records as they are on disk",
