@@ -425,15 +425,15 @@ def input_pipeline(
     """
     batch_size = _check_int("batch_size", batch_size)
     _check_one_of("placement", placement, _PLACEMENTS)
-    augmentation = _check_augmentation(augmentation)
+    layers = _check_augmentation(augmentation)
     _check_one_of("jit_compile", jit_compile, _JIT_COMPILE)
     num_classes = _check_int("num_classes", num_classes, minimum=2, allow_none=True)
     shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, allow_none=True)
     if not isinstance(cache, (bool, str, os.PathLike)):
         _fail("cache", "True, False or a file name", cache)
     # The one scan for label-mixing layers: it decides the one-hot default and the placement.
-    mixes = [changes_labels(layer) for layer in augmentation]
-    in_data, in_model = _place(augmentation, mixes, placement)
+    mixes = [changes_labels(layer) for layer in layers]
+    in_data, in_model = _place(layers, mixes, placement)
     drop = training if drop_remainder is None else bool(drop_remainder)
 
     ds, info = _read(source, split)

@@ -292,31 +292,26 @@ def convert_weight_decay(
     check_number("value", value, non_negative=True)
     check_one_of("source", source, WEIGHT_DECAY_CONVENTIONS)
     check_one_of("target", target, WEIGHT_DECAY_CONVENTIONS)
-    needs_lr = (source == "decoupled_lr_free") != (target == "decoupled_lr_free")
-    if needs_lr and not (
-        learning_rate is not None
-        and not isinstance(learning_rate, bool)
-        and isinstance(learning_rate, (int, float))
-        and learning_rate > 0
-    ):
-        fail(
-            "learning_rate",
-            'a number > 0 to convert from or to "decoupled_lr_free"',
-            learning_rate,
-        )
+    if source == target:  # no rate needed, even between two "decoupled_lr_free" values
+        return float(value)
+    lr = 1.0
+    if "decoupled_lr_free" in (source, target):
+        if learning_rate is None:
+            fail("learning_rate", 'a number > 0 to convert from or to "decoupled_lr_free"', None)
+        lr = check_number("learning_rate", learning_rate, positive=True)
 
     # Normalise to the per-unit-learning-rate coefficient lambda (gradient lambda * w).
     if source == "keras_l2":
         lam = 2.0 * value
     elif source == "decoupled_lr_free":
-        lam = value / learning_rate
+        lam = value / lr
     else:
         lam = float(value)
 
     if target == "keras_l2":
         return lam / 2.0
     if target == "decoupled_lr_free":
-        return lam * learning_rate
+        return lam * lr
     return lam
 
 

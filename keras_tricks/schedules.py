@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 from keras import ops
+from keras.optimizers.schedules import LearningRateSchedule as _Schedule
 
 from keras_tricks._checks import check_bool as _check_bool
 from keras_tricks._checks import check_int as _check_int
@@ -41,7 +42,6 @@ __all__ = [
     "OneCycle",
 ]
 
-_Schedule = keras.optimizers.schedules.LearningRateSchedule
 
 
 def _check_increasing(name, values):

@@ -1,4 +1,4 @@
-"""LARS against a NumPy transcription of You et al. 2017; weight-decay exclusions and conventions."""
+"""LARS against a NumPy transcription of You et al. 2017; weight-decay exclusions, conventions."""
 
 import keras
 import numpy as np
@@ -275,6 +275,14 @@ def test_convert_weight_decay_per_step_shrink_is_preserved():
                 "keras_l2": 2 * lr * v,
             }[target]
             assert got == pytest.approx(shrink), (source, target)
+
+
+def test_convert_weight_decay_between_equal_conventions_is_the_identity_without_a_rate():
+    # Used to divide by learning_rate=None for "decoupled_lr_free" -> "decoupled_lr_free".
+    for convention in ("l2", "coupled", "decoupled", "decoupled_lr_free", "keras_l2"):
+        assert convert_weight_decay(0.05, convention, convention) == 0.05
+    with pytest.raises(ValueError, match="`learning_rate` must be a number > 0"):
+        convert_weight_decay(0.05, "decoupled_lr_free", "decoupled")
 
 
 def test_page_summed_loss_hyperparameters_train_like_mean_loss_in_keras():
