@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 
-
 def _check_increasing(name, values):
     if not isinstance(values, (list, tuple)) or len(values) == 0:
         _fail(name, "a non-empty list of step numbers", values)

@@ -289,7 +289,8 @@ model = keras.Sequential([keras.Input((3,)),
 model.compile(optimizer=keras.optimizers.SGD(momentum=0.0), loss="mse")
 w0 = model.get_weights()[0].copy()
 r = find_lr(model, (x, y), min_lr=1e-3, max_lr=0.2, num_steps=12, batch_size=8)
-print(json.dumps({"losses": r.losses.tolist(), "restored": bool(np.array_equal(w0, model.get_weights()[0]))}))
+restored = bool(np.array_equal(w0, model.get_weights()[0]))
+print(json.dumps({"losses": r.losses.tolist(), "restored": restored}))
 """
 
 
