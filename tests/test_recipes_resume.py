@@ -27,31 +27,49 @@ TIMEOUT = 300  # seconds for any one child process
 BUCKET = "ktricks-recipes"
 
 # Stand-in CIFAR-10 (true image shape) through TFRecords: 48 train images at batch 16 are 3 steps
-# per epoch; 3 epochs; the first run is killed after step 5 (inside epoch 2, whose checkpoint at
-# step 3 is the last one written).
-NUM_TRAIN, NUM_TEST, BATCH, EPOCHS, STEPS_PER_EPOCH, PAUSE_AT = 48, 16, 16, 3, 3, 5
+# per epoch; 3 epochs. The first run is killed either after step 5 (inside epoch 2, whose
+# checkpoint at step 3 is the last one written) or at the end of epoch 2 (step 6) inside the
+# checkpoint write: after the EMA and augmentation random states of step 6 are saved, before the
+# weights are. Both must resume at epoch 2 (index 1).
+NUM_TRAIN, NUM_TEST, BATCH, EPOCHS, STEPS_PER_EPOCH = 48, 16, 16, 3, 3
 
 RUN = rf"""
 import json, os, sys, time
 import keras, numpy as np
 from keras_tricks.recipes import cifar10_fast
 
-data_dir, work_dir, out, marker = sys.argv[1:5]
+data_dir, work_dir, out, marker, pause = sys.argv[1:6]
 
 
-class PauseOnceMidEpoch(keras.callbacks.Callback):
-    # Test device: the first run of a work_dir waits here (to be SIGKILLed) after step PAUSE_AT.
+def pause_once(step):
+    # Test device: the first run of a work_dir waits here, to be SIGKILLed by the test.
+    if int(keras.ops.convert_to_numpy(recipe.optimizer.iterations)) == step and not (
+        os.path.exists(marker)
+    ):
+        open(marker, "w").close()
+        time.sleep(600)
+
+
+class PauseMidEpoch(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if step == {PAUSE_AT} and not os.path.exists(marker):
-            open(marker, "w").close()
-            time.sleep(600)
+        if pause == "mid_epoch":
+            pause_once(5)
 
 
+save_weights = keras.Model.save_weights
+
+
+def save_weights_pausing(self, *args, **kwargs):
+    if pause == "in_checkpoint":
+        pause_once(6)
+    return save_weights(self, *args, **kwargs)
+
+
+keras.Model.save_weights = save_weights_pausing
 epochs_run = []
 recipe = cifar10_fast(data_dir, work_dir=work_dir, width=4, batch_size={BATCH}, epochs={EPOCHS},
                       eval_batch_size=16)
-recipe.fit(verbose=0, callbacks=[PauseOnceMidEpoch(),
+recipe.fit(verbose=0, callbacks=[PauseMidEpoch(),
            keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, l: epochs_run.append(e))])
 np.savez(out, iterations=int(keras.ops.convert_to_numpy(recipe.optimizer.iterations)),
          ema_steps=recipe.ema.steps,
@@ -91,7 +109,7 @@ def _finish(proc, log_path):
         raise
     with open(log_path) as f:
         assert proc.returncode == 0, f.read()[-4000:]
-    return json.loads(stdout.strip().splitlines()[-1])
+    return json.loads(stdout.strip().splitlines()[-1])  # the run's last line: its epochs
 
 
 def _run_to_end(args, env, tmp_path, name):
@@ -146,45 +164,63 @@ def _assert_same_final_state(resumed_npz, reference_npz):
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
-def _kill_and_resume(tmp_path, data_dir, work_dir, reference_dir, env):
-    marker = str(tmp_path / "paused")
-    reference_out, resumed_out = str(tmp_path / "reference.npz"), str(tmp_path / "resumed.npz")
-    done_marker = str(tmp_path / "never-pause")
-    open(done_marker, "w").close()  # the reference run never pauses
-    ref = _run_to_end([data_dir, reference_dir, reference_out, done_marker], env, tmp_path, "ref")
-    assert ref["epochs_run"] == [0, 1, 2]
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The stand-in TFRecords and the final state of one uninterrupted run (never pauses)."""
+    base = tmp_path_factory.mktemp("reference")
+    data_dir = _standin_tfrecords(str(base / "data"))
+    out = str(base / "reference.npz")
+    args = [data_dir, str(base / "run"), out, str(base / "unused-marker"), "never"]
+    assert _run_to_end(args, _env(), base, "reference")["epochs_run"] == [0, 1, 2]
+    return data_dir, out
 
-    command = [data_dir, work_dir, resumed_out, marker]
+
+def _kill_and_resume(tmp_path, reference, work_dir, pause, env):
+    data_dir, reference_out = reference
+    marker, resumed_out = str(tmp_path / "paused"), str(tmp_path / "resumed.npz")
+    command = [data_dir, work_dir, resumed_out, marker, pause]
     _run_and_kill(command, env, marker, tmp_path)
     resumed = _run_to_end(command, env, tmp_path, "resumed")  # the very same command
-    # It resumed at the checkpoint of epoch 1 (not from scratch, not after the killed epoch).
+    # It resumed at the last complete checkpoint, of epoch 1 (not from scratch, not after the
+    # killed epoch, whose checkpoint was never completed).
     assert resumed["epochs_run"] == [1, 2]
     _assert_same_final_state(resumed_out, reference_out)
 
 
 @pytest.mark.slow
-def test_cifar10_fast_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
-    data_dir = _standin_tfrecords(str(tmp_path / "data"))
+@pytest.mark.parametrize("pause", ["mid_epoch", "in_checkpoint"])
+def test_cifar10_fast_killed_resumes_to_the_uninterrupted_weights(tmp_path, reference, pause):
     work_dir = str(tmp_path / "run")
-    _kill_and_resume(tmp_path, data_dir, work_dir, str(tmp_path / "reference"), _env())
+    _kill_and_resume(tmp_path, reference, work_dir, pause, _env())
     # The finished run leaves its final model and logs, and no checkpoint.
     assert sorted(os.listdir(work_dir)) == ["hparams.json", "logs", "model.keras"]
 
 
 @pytest.mark.slow
 @pytest.mark.gcs
-def test_cifar10_fast_killed_mid_epoch_resumes_on_gcs_emulator(tmp_path):
-    data_dir = _standin_tfrecords(str(tmp_path / "data"))
+def test_cifar10_fast_killed_mid_epoch_resumes_on_gcs_emulator(tmp_path, reference):
     with GCSEndpoint(buckets=[BUCKET]) as gcs:
-        env = _env(gcs.tf_env())
-        _kill_and_resume(
-            tmp_path, data_dir, f"gs://{BUCKET}/run", f"gs://{BUCKET}/reference", env
-        )
+        _kill_and_resume(tmp_path, reference, f"gs://{BUCKET}/run", "mid_epoch", _env(gcs.tf_env()))
         # Checked in the bucket itself, not through TF: final model, hparams, logs; no backup.
         names = gcs.emulator.list_objects(BUCKET, "run/")
         assert names["run/model.keras"] > 0 and names["run/hparams.json"] > 0
         assert any(n.startswith("run/logs/") and n.endswith(".v2") for n in names)
         assert not any(n.startswith("run/backup/") and not n.endswith("/") for n in names)
+
+
+def test_step_states_keep_the_current_and_previous_and_load_by_step(tmp_path):
+    from keras_tricks._ema import delete_step_states, load_step_state, save_step_state, saved_steps
+
+    d = str(tmp_path / "backup")
+    for step in (3, 6, 9):
+        save_step_state(d, "rng", step, [np.full(2, step), np.arange(step)], extra={"k": step})
+    assert saved_steps(d, "rng") == [9, 6]  # newest first; step 3 is gone
+    arrays, extra = load_step_state(d, "rng", 6, with_extra=True)
+    assert arrays[0].tolist() == [6, 6] and arrays[1].tolist() == list(range(6))
+    assert extra == {"k": 6}
+    assert load_step_state(d, "rng", 3) is None
+    delete_step_states(d, "rng")
+    assert saved_steps(d, "rng") == [] and os.listdir(d) == []
 
 
 # --------------------------------------------------- EMA + BackupAndRestore, killed between saves

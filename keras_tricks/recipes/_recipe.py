@@ -454,8 +454,12 @@ class Recipe:
     Example:
 
     ```python
+    import numpy as np
     from keras_tricks import recipes
-    recipe = recipes.cifar10_fast(data=None, width=4, epochs=1, num_train=256, num_test=64)
+    x = np.random.randint(0, 256, (64, 32, 32, 3), "uint8"); y = np.arange(64) % 10
+    recipe = recipes.cifar10_fast({"train": (x, y), "test": (x, y)}, width=4, epochs=1,
+                                  batch_size=32)
+    recipe.hparams.source("batch_size")  # 'override'; the default 512 cites Page's dawn.py
     recipe.fit(verbose=0)
     recipe.evaluate()["accuracy"]
     ```
