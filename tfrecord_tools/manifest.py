@@ -33,11 +33,15 @@ mean and population standard deviation are computed once from the totals:
 All file access goes through `tf.io.gfile`, so `output` may be a local directory or `gs://...`.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +94,7 @@ def _gfile():
     return tf.io.gfile
 
 
-def check_name(value, argument):
+def check_name(value: Any, argument: str) -> str:
     """Raise ValueError unless `value` is usable in a shard file name (letters, digits, `_`, `.`)."""
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise ValueError(
@@ -100,13 +104,13 @@ def check_name(value, argument):
     return value
 
 
-def join(directory, filename):
+def join(directory: str | os.PathLike, filename: str) -> str:
     """Join a local or `gs://` directory and a file name with a single `/`."""
     directory = os.fspath(directory)
     return directory + filename if directory.endswith("/") else directory + "/" + filename
 
 
-def shard_name(name, split, index, num_shards):
+def shard_name(name: str, split: str, index: int, num_shards: int) -> str:
     """tfds-style shard file name: `{name}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}`.
 
     Example:
@@ -119,23 +123,23 @@ def shard_name(name, split, index, num_shards):
     return f"{name}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}"
 
 
-def shard_glob(name, split):
+def shard_glob(name: str, split: str) -> str:
     """Glob pattern matching every shard file (any count) of a split, e.g. for cleanup."""
     return f"{name}-{split}.tfrecord-*-of-*"
 
 
-def sha256_bytes(data):
+def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of bytes."""
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path, chunk_size=1 << 22):
+def sha256_file(path: str, chunk_size: int = 1 << 22) -> tuple[str, int]:
     """Return `(hex sha256, size in bytes)` of a local or `gs://` file, read in chunks."""
     with _gfile().GFile(path, "rb") as f:
         return sha256_stream(f, chunk_size)
 
 
-def sha256_stream(f, chunk_size=1 << 22):
+def sha256_stream(f: Any, chunk_size: int = 1 << 22) -> tuple[str, int]:
     """Return `(hex sha256, size in bytes)` of the rest of an open binary file, read in chunks.
 
     Any file object with `read(n)` works (`tf.io.gfile.GFile`, Beam's `FileSystems.open`, ...).
@@ -148,7 +152,7 @@ def sha256_stream(f, chunk_size=1 << 22):
     return digest.hexdigest(), size
 
 
-def pixel_stats(images=(), channels=None):
+def pixel_stats(images: Iterable[Any] = (), channels: int | None = None) -> dict:
     """Exact per-channel pixel sums of uint8 HWC images: `{"count", "sum", "sum_sq"}`.
 
     Args:
@@ -186,7 +190,7 @@ def pixel_stats(images=(), channels=None):
     return {"count": count, "sum": total or [], "sum_sq": total_sq or []}
 
 
-def merge_pixel_stats(stats):
+def merge_pixel_stats(stats: Iterable[dict]) -> dict:
     """Add up `pixel_stats` dicts (e.g. of several shards)."""
     stats = [s for s in stats if s and s["count"]]
     if not stats:
@@ -201,7 +205,7 @@ def merge_pixel_stats(stats):
     }
 
 
-def mean_std(stats):
+def mean_std(stats: Mapping) -> tuple[list[float] | None, list[float] | None]:
     """Per-channel `(mean, population std)` lists from `pixel_stats` sums (0..255 scale).
 
     The variance is computed in exact integer arithmetic: `(n*sum_sq - sum**2) / n**2`.
@@ -214,7 +218,7 @@ def mean_std(stats):
     return mean, std
 
 
-def merge_label_counts(counts):
+def merge_label_counts(counts: Iterable[Sequence[int]]) -> list[int]:
     """Element-wise sum of per-shard label histograms of possibly different lengths."""
     length = max((len(c) for c in counts), default=0)
     out = [0] * length
@@ -225,15 +229,15 @@ def merge_label_counts(counts):
 
 
 def shard_entry(
-    file,
-    num_records,
-    sha256,
-    num_bytes,
-    label_counts=(),
-    pixel_stats=None,
-    skipped=(),
-    image_shapes=(),
-):
+    file: str,
+    num_records: int,
+    sha256: str,
+    num_bytes: int,
+    label_counts: Sequence[int] = (),
+    pixel_stats: dict | None = None,
+    skipped: Sequence[dict] = (),
+    image_shapes: Sequence[Sequence[int]] = (),
+) -> dict:
     """One shard's manifest record.
 
     Args:
@@ -258,7 +262,7 @@ def shard_entry(
     }
 
 
-def split_entry(shards, num_source_records):
+def split_entry(shards: Sequence[dict], num_source_records: int) -> dict:
     """Combine shard entries (in shard order) into a split's manifest record.
 
     Raises ValueError when the counts do not reconcile:
@@ -294,17 +298,17 @@ def _uniform_shape(splits):
 
 
 def build_manifest(
-    name,
-    source,
-    splits,
-    image_format="png",
-    quality=None,
-    compression=None,
-    label_names=None,
-    shuffle=True,
-    seed=0,
-    extra=None,
-):
+    name: str,
+    source: str,
+    splits: Mapping[str, dict],
+    image_format: str = "png",
+    quality: int | None = None,
+    compression: str | None = None,
+    label_names: Sequence[str] | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    extra: Mapping | None = None,
+) -> dict:
     """Assemble the full manifest dict from `split_entry` records.
 
     Args:
@@ -344,7 +348,9 @@ def build_manifest(
     return manifest
 
 
-def manifest_from_config(config, splits, label_names=None):
+def manifest_from_config(
+    config: Mapping, splits: Mapping[str, dict], label_names: Sequence[str] | None = None
+) -> dict:
     """`build_manifest` from a conversion's `config` (the `CONFIG_KEYS` dict both writers keep)."""
     return build_manifest(
         config["name"],
@@ -359,12 +365,12 @@ def manifest_from_config(config, splits, label_names=None):
     )
 
 
-def manifest_bytes(manifest):
+def manifest_bytes(manifest: Mapping) -> bytes:
     """The bytes of `manifest.json` as both writers store them (indented JSON, trailing newline)."""
     return json.dumps(manifest, indent=1, sort_keys=False).encode("utf-8") + b"\n"
 
 
-def manifest_path(path):
+def manifest_path(path: str | os.PathLike) -> str:
     """`path` itself when it names a manifest file, else `path/manifest.json`."""
     path = os.fspath(path)
     return path if path.endswith(".json") else join(path, MANIFEST_NAME)
@@ -383,7 +389,7 @@ def _check_int(value, what, where):
         _fail(where, f"{what} must be a non-negative integer, found {value!r}")
 
 
-def validate_manifest(manifest, where="manifest.json"):
+def validate_manifest(manifest: Any, where: str = "manifest.json") -> dict:
     """Check the structure every reader and writer relies on; returns `manifest`.
 
     Checked: a JSON object of this `FORMAT_VERSION`; `name` (str), `image_format`, `compression`;
@@ -449,7 +455,7 @@ def validate_manifest(manifest, where="manifest.json"):
     return manifest
 
 
-def parse_manifest(raw, where="manifest.json"):
+def parse_manifest(raw: bytes | str, where: str = "manifest.json") -> dict:
     """Parse and validate the bytes of a manifest.json (`validate_manifest`)."""
     try:
         manifest = json.loads(raw)
@@ -458,7 +464,7 @@ def parse_manifest(raw, where="manifest.json"):
     return validate_manifest(manifest, where)
 
 
-def read_manifest(path):
+def read_manifest(path: str | os.PathLike) -> dict:
     """Load and validate the manifest of a converted dataset directory (local or `gs://`).
 
     Raises:
@@ -475,7 +481,7 @@ def read_manifest(path):
     return parse_manifest(raw, mpath)
 
 
-def write_bytes_atomic(path, data, run_id=None):
+def write_bytes_atomic(path: str, data: bytes, run_id: str | None = None) -> None:
     """Write `data` to `path` under a temporary name (`temp_path`), then rename it into place.
 
     Renames a single file only (GCS emulators cannot rename directories; on `gs://` a rename is
@@ -506,7 +512,7 @@ def write_bytes_atomic(path, data, run_id=None):
         raise
 
 
-def temp_path(path, run_id=None):
+def temp_path(path: str, run_id: str | None = None) -> str:
     """A unique temporary name next to `path`: `<path>.tmp-<run id>-<random>`.
 
     Such a file is never complete. `run_id` defaults to this process's id (see
@@ -515,22 +521,22 @@ def temp_path(path, run_id=None):
     return f"{path}.tmp-{run_id or os.getpid()}-{os.urandom(4).hex()}"
 
 
-def sidecar_path(output, file):
+def sidecar_path(output: str, file: str) -> str:
     """The `<shard>.json` record written next to shard `file` until the manifest exists."""
     return join(output, file + ".json")
 
 
-def sidecar_bytes(fingerprint, entry):
+def sidecar_bytes(fingerprint: Mapping, entry: Mapping) -> bytes:
     """A sidecar's content: the conversion's `fingerprint` and the shard's `shard_entry`."""
     return json.dumps({"config": fingerprint, "shard": entry}).encode()
 
 
-def write_manifest(path, manifest, run_id=None):
+def write_manifest(path: str, manifest: Mapping, run_id: str | None = None) -> None:
     """Write `manifest` as `path/manifest.json` atomically (see `write_bytes_atomic`)."""
     write_bytes_atomic(manifest_path(path), manifest_bytes(manifest), run_id)
 
 
-def config_conflicts(existing, wanted):
+def config_conflicts(existing: Mapping, wanted: Mapping) -> list[str]:
     """List human-readable differences in `CONFIG_KEYS` between two manifests/configs."""
     return [
         f"{key}: existing {existing.get(key)!r} != requested {wanted.get(key)!r}"
