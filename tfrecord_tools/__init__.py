@@ -18,22 +18,31 @@ import sys as _sys  # noqa: E402
 
 from tfrecord_tools import summary as _summary  # noqa: E402
 from tfrecord_tools import verification as _verification  # noqa: E402
-from tfrecord_tools.manifest import read_manifest  # noqa: E402
+from tfrecord_tools.lock import LockLostError, OutputLockedError  # noqa: E402
+from tfrecord_tools.manifest import InvalidManifestError, read_manifest  # noqa: E402
+from tfrecord_tools.options import ConversionOptions  # noqa: E402
 from tfrecord_tools.reader import ShardMismatchError, read_dataset  # noqa: E402
 from tfrecord_tools.sources import (  # noqa: E402
     CorruptImageError,
     UnsupportedImageError,
     open_source,
 )
+from tfrecord_tools.storage import StorageError  # noqa: E402
 from tfrecord_tools.summary import inspect  # noqa: E402
 from tfrecord_tools.verification import verify  # noqa: E402
-from tfrecord_tools.writer import convert, write_shards  # noqa: E402
+from tfrecord_tools.writer import convert, convert_with_options, write_shards  # noqa: E402
 
 __all__ = [
+    "ConversionOptions",
     "CorruptImageError",
+    "InvalidManifestError",
+    "LockLostError",
+    "OutputLockedError",
     "ShardMismatchError",
+    "StorageError",
     "UnsupportedImageError",
     "convert",
+    "convert_with_options",
     "inspect",
     "open_source",
     "read_dataset",
