@@ -65,8 +65,10 @@ def test_the_harness_finds_the_examples():
 
 
 @pytest.fixture
-def isolated_globals():
-    """Undo what an example may change globally: the Keras dtype policy, environment variables."""
+def isolated_globals(tmp_path, monkeypatch):
+    """Undo what an example may change globally: the Keras dtype policy, environment variables;
+    files it writes (a plot, TensorBoard logs) land in a temporary working directory."""
+    monkeypatch.chdir(tmp_path)
     policy, environ = keras.config.dtype_policy(), dict(os.environ)
     yield
     keras.config.set_dtype_policy(policy)
