@@ -195,6 +195,19 @@ def test_cifar10_fast_schedule_and_optimizer_are_page_s_in_the_mean_loss_convent
     )
 
 
+def test_cifar10_fast_shorter_run_keeps_the_triangle_shape(cifar_recipe, tmp_path):
+    data = _standin_cifar_tfrecords(str(tmp_path / "tfr"), 1024)
+    recipe = recipes.cifar10_fast(data, epochs=12)
+    spe = recipe.steps_per_epoch
+    # The peak stays at 5/24 of the run: epoch 2.5 of 12.
+    assert recipe.hparams["peak_epoch"] == pytest.approx(5 * 12 / 24)
+    for step in (0, 5 * spe // 2, 12 * spe):
+        want = np.interp(step / spe, [0, 2.5, 12], [0, 0.4, 0])
+        assert _lr(recipe.optimizer, step) == pytest.approx(want, abs=1e-7)
+    with pytest.raises(ValueError, match="`batchsize` \\(did you mean `batch_size`"):
+        recipes.cifar10_fast(data, batchsize=64)
+
+
 def test_cifar10_fast_loss_is_page_s_label_smoothing(cifar_recipe):
     loss = cifar_recipe.loss
     assert isinstance(loss, LabelSmoothingCrossEntropy)

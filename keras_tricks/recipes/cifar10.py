@@ -16,6 +16,7 @@ import keras
 
 from keras_tricks import augment, losses, models
 from keras_tricks import data as kt_data
+from keras_tricks._checks import fail
 from keras_tricks.callbacks import ExponentialMovingAverage
 from keras_tricks.optimizers import convert_weight_decay, summed_loss_to_mean_loss
 from keras_tricks.recipes._recipe import (
@@ -28,7 +29,7 @@ from keras_tricks.recipes._recipe import (
     split_source,
     training_stream,
 )
-from keras_tricks.schedules import page_triangular
+from keras_tricks.schedules import PiecewiseLinear
 
 DAWN = "Page, dawn.py (https://github.com/davidcpage/cifar10-fast/blob/master/dawn.py)"
 UTILS = "Page, utils.py (https://github.com/davidcpage/cifar10-fast/blob/master/utils.py)"
@@ -152,12 +153,13 @@ def cifar10_fast(
     lr_peak, wd = summed_loss_to_mean_loss(
         hp["peak_learning_rate"] / batch, hp["weight_decay"] * batch, batch
     )
-    schedule = page_triangular(
-        train.steps_per_epoch,
-        peak_learning_rate=lr_peak,
-        peak_epoch=hp["peak_epoch"],
-        total_epochs=hp["epochs"],
-    )
+    # Page's triangle, PiecewiseLinear([0, 5, 24], [0, 0.4, 0]) in epochs, in steps (as
+    # schedules.page_triangular), with the peak kept strictly inside very short runs.
+    total = hp["epochs"] * train.steps_per_epoch
+    if total < 2:
+        fail("epochs", "enough for 2 steps or more (the schedule starts at 0)", hp["epochs"])
+    peak = min(max(1, round(hp["peak_epoch"] * train.steps_per_epoch)), total - 1)
+    schedule = PiecewiseLinear([0, peak, total], [0.0, lr_peak, 0.0])
     optimizer = keras.optimizers.SGD(schedule, momentum=hp["momentum"], nesterov=hp["nesterov"])
 
     network = models.resnet9(
