@@ -160,8 +160,9 @@ def _read_all(out, **kwargs):
     "(every record still CRC-correct), then read",
     "`read_dataset` (and `keras_tricks.data.input_pipeline`) stats every shard before reading "
     "and refuses any shard whose size differs from manifest.json",
-    "`ShardMismatchError` before any record is read, naming every bad shard with its size and "
-    "the manifest's, and pointing to `tfrecord-tools verify` and `verify=False`",
+    "`ShardMismatchError` before the dataset is built, naming every bad shard with the bytes "
+    "and records found and the manifest's (`<shard>: 2638 bytes, manifest.json says 2900; 9 "
+    "records, manifest.json says 10`), pointing to `tfrecord-tools verify` and `verify=False`",
     "Everything; nothing is modified",
 )
 @pytest.mark.parametrize("how", ["truncated", "emptied", "appended"])
@@ -172,15 +173,17 @@ def test_read_dataset_refuses_a_shard_of_the_wrong_size_before_reading(tmp_path,
     out, files, _, _ = _small_dataset(tmp_path)
     path = os.path.join(out, files[2])
     expected = os.path.getsize(path)
-    damage(path, how)
+    records = tfrecord_tools.read_manifest(out)["splits"]["train"]["shards"][2]["num_records"]
+    found = damage(path, how)
     with pytest.raises(ShardMismatchError) as info:
         tfrecord_tools.read_dataset(out, "train")
-    message = str(info.value)
-    assert f"{files[2]}: {os.path.getsize(path)} bytes, manifest.json says {expected}" in message
-    assert all(f not in message for f in files if f != files[2])
-    assert info.value.problems == [
-        (files[2], f"{os.path.getsize(path)} bytes, manifest.json says {expected}")
-    ]
+    problem = (
+        f"{os.path.getsize(path)} bytes, manifest.json says {expected}; "
+        f"{found} records, manifest.json says {records}"
+    )
+    assert f"{files[2]}: {problem}" in str(info.value)
+    assert all(f not in str(info.value) for f in files if f != files[2])
+    assert info.value.problems == [(files[2], problem)]
 
 
 @fault(
@@ -485,7 +488,8 @@ def _drop_last_framed_record(data):
     "A shard on `gs://` truncated at a record boundary, then read",
     "The same checks through TensorFlow's own GCS client: one `stat` per shard (16 at a time) "
     "before reading, and the record count inside the tf.data pipeline",
-    "`ShardMismatchError` naming `gs://.../g-train.tfrecord-00001-of-00003`; with "
+    "`ShardMismatchError` naming `g-train.tfrecord-00001-of-00003` of `gs://...` with bytes and "
+    "records found and expected; with "
     "`verify=\"count\"`, `shard gs://... holds 9 records, manifest.json says 10`",
     "Everything; nothing is modified",
 )
@@ -516,6 +520,7 @@ def test_read_dataset_checks_shards_on_gs_through_tf_own_client(tmp_path):
         messages = run("read")
     assert "split 'train' in 'gs://faults/rd' do not match manifest.json" in messages["size"]
     assert f"g-train.tfrecord-00001-of-00003: {len(truncated)} bytes" in messages["size"]
+    assert f"; {found} records, manifest.json says 10" in messages["size"]
     assert f"shard gs://faults/{shard} holds {found} records, manifest.json says 10" in (
         messages["count"]
     )

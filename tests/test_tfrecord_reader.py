@@ -239,3 +239,19 @@ def test_bad_verify_value_is_a_value_error(tmp_path):
     out, _, _ = _write(tmp_path, "raw")
     with pytest.raises(ValueError, match="verify must be one of \\('all', 'size', 'count'"):
         tfrecord_tools.read_dataset(out, "train", verify="sha256")
+
+
+def test_shard_cut_inside_a_record_is_named_as_unreadable_before_reading(tmp_path):
+    out, _, _ = _write(tmp_path, "raw", num_shards=3)
+    path = shard_files(out, "train")[0]
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:-7])  # 7 bytes short: the last record's data CRC is cut
+    records = tfrecord_tools.read_manifest(out)["splits"]["train"]["shards"][0]["num_records"]
+    with pytest.raises(tfrecord_tools.ShardMismatchError) as info:
+        tfrecord_tools.read_dataset(out, "train")
+    [(file, message)] = info.value.problems
+    assert file == path.rsplit("/", 1)[1]
+    assert message.startswith(f"{len(data) - 7} bytes, manifest.json says {len(data)}; ")
+    assert "unreadable as TFRecord (truncated record" in message
+    assert message.endswith(f"manifest.json says {records} records")

@@ -4,7 +4,8 @@ The files are checked against `manifest.json` while they are read (`verify=`, on
 
 - **size**, before reading: every shard of the split is `stat`-ed (in parallel threads, so a
   `gs://` split of 1024 shards costs one round of requests) and must exist with the manifest's
-  `num_bytes`; otherwise `ShardMismatchError` names every bad shard before any record is read.
+  `num_bytes`; otherwise `ShardMismatchError` names every bad shard before any record is read,
+  with its size and record count found (only the bad shards are read for that) and expected.
 - **count**, as it is read: each shard is read as its own small pipeline inside the parallel
   interleave, which carries a running record count (`Dataset.scan`, once per block of 256
   records) and ends with one sentinel element on which the count must equal the manifest's
@@ -19,6 +20,7 @@ epochs) or rewritten to the same size. `verify` checks every byte (sha256, CRC, 
 checks are what reading can afford on every pass.
 """
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 from tfrecord_tools import manifest as mf
@@ -97,6 +99,34 @@ def check_shard_sizes(path: str, split: str, manifest: dict | None = None) -> li
 
     with ThreadPoolExecutor(max_workers=min(16, max(len(shards), 1))) as pool:
         return [p for p in pool.map(check, shards) if p is not None]
+
+
+def _with_record_counts(path, split, manifest, problems):
+    """`problems` with the record count found and expected added for shards of the wrong size.
+
+    Only the shards already known to be bad are read (one pass each, a `reduce` over the file),
+    so the error can say how many records the reader would have got instead of the manifest's.
+    """
+    import tensorflow as tf
+
+    compression = manifest.get("compression") or ""
+    expected = {s["file"]: s["num_records"] for s in manifest["splits"][split]["shards"]}
+    out = []
+    for file, message in problems:
+        if message != "missing":
+            try:
+                found = tf.data.TFRecordDataset(mf.join(path, file), compression).reduce(
+                    tf.constant(0, tf.int64), lambda n, _: n + 1
+                )
+                message += f"; {int(found)} records, manifest.json says {expected[file]}"
+            except tf.errors.OpError as e:
+                # TF prefixes "{{function_node ...}}" and suffixes " [Op:...]": keep the cause.
+                reason = re.sub(r"\{\{.*?\}\}\s*", "", e.message.strip().splitlines()[0])
+                reason = reason.split(" [Op:")[0]
+                message += f"; unreadable as TFRecord ({reason}), manifest.json says "
+                message += f"{expected[file]} records"
+        out.append((file, message))
+    return out
 
 
 def _check_verify(verify):
@@ -252,7 +282,9 @@ def read_dataset(
     if verify in ("all", "size"):
         problems = check_shard_sizes(path, split, manifest)
         if problems:
-            raise ShardMismatchError(path, split, problems)
+            raise ShardMismatchError(
+                path, split, _with_record_counts(path, split, manifest, problems)
+            )
     counts = [int(s["num_records"]) for s in manifest["splits"][split]["shards"]]
     compression = manifest.get("compression") or ""
     image_format = manifest["image_format"]
