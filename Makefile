@@ -20,6 +20,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The demo needs only the package and matplotlib, not the test stack (JAX, Beam, emulators).
+$(VENV)/.installed-demo: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[plot]"
+	touch $@
+
 # The Debian package puts the IDX files under $(FMNIST); we install it when we can.
 fashion-mnist:
 	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
@@ -33,8 +38,8 @@ fashion-mnist:
 	  exit 1; \
 	fi
 
-demo: install fashion-mnist
-	$(BIN)/keras-tricks demo --output demo_out
+demo: $(VENV)/.installed-demo fashion-mnist
+	$(BIN)/keras-tricks demo --output runs/demo
 
 lint: install
 	$(BIN)/ruff check keras_tricks tfrecord_tools tests bench
@@ -46,4 +51,4 @@ bench: install fashion-mnist
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out runs/demo .pytest_cache

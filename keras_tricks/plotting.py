@@ -14,7 +14,13 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["augmentation_grid", "save_augmentation_grid", "fashion_mnist_grid"]
+__all__ = [
+    "augmentation_grid",
+    "save_augmentation_grid",
+    "fashion_mnist_grid",
+    "confusion_matrix",
+    "save_confusion_matrix",
+]
 
 
 def _check_images(images):
@@ -186,6 +192,91 @@ def fashion_mnist_grid(path, num_images=6, num_augmentations=7, seed=0, data_dir
         f"Rows {num_images + 1}-{2 * num_images}: RandomResizedCrop(28, 28, scale=(0.25, 1)) + RandomFlip"
     )
     return _save_grid(np.concatenate([first, second], axis=0), path, title)
+
+
+def confusion_matrix(labels, predictions, num_classes=None):
+    """Counts `C[i, j]` of examples of true class `i` predicted as class `j` (int64 array).
+
+    ```python
+    C = zeros((K, K)); for y, p in zip(labels, predictions): C[y, p] += 1
+    ```
+
+    Example:
+
+    ```python
+    from keras_tricks.plotting import confusion_matrix
+    confusion_matrix([0, 1, 1], [0, 1, 0]).tolist()  # [[1, 0], [1, 1]]
+    ```
+
+    Args:
+        labels: true class ids (N,).
+        predictions: predicted class ids (N,).
+        num_classes: K; default 1 + the largest id seen.
+    """
+    labels = np.asarray(labels).reshape(-1).astype("int64")
+    predictions = np.asarray(predictions).reshape(-1).astype("int64")
+    if labels.shape != predictions.shape:
+        raise ValueError(
+            "`labels` and `predictions` must have the same length. Received: "
+            f"{labels.size} labels, {predictions.size} predictions"
+        )
+    k = num_classes or int(max(labels.max(initial=0), predictions.max(initial=0))) + 1
+    return np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k)
+
+
+def save_confusion_matrix(labels, predictions, path, label_names=None, title=None):
+    """Write the confusion matrix as a PNG heat map with the counts; returns `path`.
+
+    Rows are the true classes, columns the predictions; the diagonal holds the correct ones.
+
+    Example:
+
+    ```python
+    import os, tempfile
+    from keras_tricks.plotting import save_confusion_matrix
+    save_confusion_matrix([0, 1, 1], [0, 1, 0], os.path.join(tempfile.mkdtemp(), "cm.png"))
+    ```
+
+    Args:
+        labels: true class ids.
+        predictions: predicted class ids.
+        path: output PNG (its directory is created).
+        label_names: class names for the axes.
+        title: figure title.
+    """
+    from matplotlib.figure import Figure
+
+    k = len(label_names) if label_names is not None else None
+    counts = confusion_matrix(labels, predictions, k)
+    k = counts.shape[0]
+    names = list(label_names) if label_names is not None else [str(i) for i in range(k)]
+    fig = Figure(figsize=(1.0 + 0.62 * k, 0.8 + 0.55 * k), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    threshold = counts.max() / 2 if counts.size else 0
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if counts[i, j] > threshold else "black",
+            )
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=10)
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def main(argv=None):

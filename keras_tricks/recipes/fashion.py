@@ -44,17 +44,33 @@ XIAO2017 = "Xiao et al. 2017, Fashion-MNIST (https://arxiv.org/abs/1708.07747)"
 DEFAULTS = {
     "batch_size": H(256, f"{HERE}: batch 256 trains this net faster per image than 512 on 2 cores"),
     "epochs": H(16, f"{HERE}: 16 epochs of 60k images fit the demo's 20-minute budget"),
-    "learning_rate": H(0.2, f"{HERE}: the LR range test's steepest-descent point at batch 256 (0.19); the base of the linear scaling rule, {GOYAL2017}"),
-    "warmup_epochs": H(2, f"{HE2019} 3.1 / {GOYAL2017} 2.2: linear warmup (5 of 90-120 epochs there, 2 of 16 here)"),
+    "learning_rate": H(
+        0.2,
+        f"{HERE}: the LR range test's steepest-descent point at batch 256 (0.19); the base of the linear scaling rule, {GOYAL2017}",
+    ),
+    "warmup_epochs": H(
+        2, f"{HE2019} 3.1 / {GOYAL2017} 2.2: linear warmup (5 of 90-120 epochs there, 2 of 16 here)"
+    ),
     "schedule": H("cosine", f"{HE2019} 5.1: cosine decay to 0 after the warmup"),
     "momentum": H(0.9, f"{HE2019} 4 (baseline); {PAGE}: Nesterov momentum 0.9"),
     "nesterov": H(True, f"{PAGE}: Nesterov update"),
-    "weight_decay": H(5e-4, f"{HE2019} 4: 1e-4 (ImageNet), {PAGE}: 5e-4 (CIFAR-10); Keras's decoupled form w -= lr*wd*w"),
+    "weight_decay": H(
+        5e-4,
+        f"{HE2019} 4: 1e-4 (ImageNet), {PAGE}: 5e-4 (CIFAR-10); Keras's decoupled form w -= lr*wd*w",
+    ),
     "no_bias_decay": H(True, f"{HE2019} 3.1: no decay on biases and BN γ/β"),
     "label_smoothing": H(0.1, f"{HE2019} 5.2: ε = 0.1 (Szegedy et al. 2016's uniform form)"),
-    "mixup_alpha": H(0.0, f"{HE2019} 5.4 uses α = 0.2 with 200 epochs; off here: it needs longer training ({HERE})"),
-    "width": H(16, f"{HERE}: ResNet-9 width 16 (channels 16-32-64-128) trains ~1,600 img/s in bfloat16 on 2 cores; width 32 ~540"),
-    "pool_before_bn": H(True, f"{PART8}: max-pool before BN and the activation ({HERE}: 1.26x faster)"),
+    "mixup_alpha": H(
+        0.0,
+        f"{HE2019} 5.4 uses α = 0.2 with 200 epochs; off here: it needs longer training ({HERE})",
+    ),
+    "width": H(
+        16,
+        f"{HERE}: ResNet-9 width 16 (channels 16-32-64-128) trains ~1,600 img/s in bfloat16 on 2 cores; width 32 ~540",
+    ),
+    "pool_before_bn": H(
+        True, f"{PART8}: max-pool before BN and the activation ({HERE}: 1.26x faster)"
+    ),
     "zero_gamma": H(True, f"{HE2019} 3.1: γ = 0 in the last BN of every residual branch"),
     "output_scale": H(0.125, f"{PAGE}: logits multiplied by 0.125"),
     "padding": H(2, f"{HERE}: pad 2 + random 28x28 crop (Page pads 4 on 32x32 CIFAR)"),
@@ -65,8 +81,13 @@ DEFAULTS = {
     "tta_flips": H(True, f"{PART8}: test-time augmentation with left-right flips"),
     "mean": H(0.2860, f"{HERE}: pixel mean of the 60k training images / 255"),
     "std": H(0.3530, f"{HERE}: pixel standard deviation of the 60k training images / 255"),
-    "precision": H("auto", "keras_tricks.runtime / BENCHMARKS.md (Models): mixed_bfloat16 where the CPU computes bfloat16 natively, else float32"),
-    "validate": H(False, "keras_tricks: score the test data after every epoch (for curves; costs ~3% time)"),
+    "precision": H(
+        "auto",
+        "keras_tricks.runtime / BENCHMARKS.md (Models): mixed_bfloat16 where the CPU computes bfloat16 natively, else float32",
+    ),
+    "validate": H(
+        False, "keras_tricks: score the test data after every epoch (for curves; costs ~3% time)"
+    ),
     "seed": H(0, "keras_tricks: seed of the initialisation, the shuffles and the augmentation"),
     "num_classes": H(10, XIAO2017),
     "train_split": H("train", "tfrecord_tools: idx:DIR splits train/test"),
@@ -260,23 +281,19 @@ def fashion_mnist(
         if hp["zero_gamma"]:
             zero_gamma_resnet9(network)
         seed = hp["seed"]
+        normalize = augment.Normalize(hp["mean"], hp["std"])
+        # The random layers run on the raw uint8 images (a quarter of float32's memory
+        # traffic), then Normalize; the pad is black (0), as the images' own background.
         augmentation = []
         if hp["padding"]:
-            # The pad is black, as the images' own background: 0 on the raw scale, which is
-            # -mean/std after Normalize (the augmentation runs on normalised images).
             augmentation.append(
-                augment.RandomPadCrop(
-                    hp["padding"],
-                    fill_mode="constant",
-                    fill_value=-hp["mean"] / hp["std"],
-                    seed=seed,
-                )
+                augment.RandomPadCrop(hp["padding"], fill_mode="constant", seed=seed)
             )
         if hp["flip"]:
             augmentation.append(augment.RandomFlip(seed=seed + 1))
         if hp["cutout"]:
-            augmentation.append(augment.Cutout(hp["cutout"], fill_value=0.0, seed=seed + 2))
-        preprocessing = [augment.Normalize(hp["mean"], hp["std"])]
+            augmentation.append(augment.Cutout(hp["cutout"], fill_value=0, seed=seed + 2))
+        augmentation.append(normalize)
 
     ema = None
     if hp["ema_decay"]:
@@ -292,7 +309,7 @@ def fashion_mnist(
     return Recipe(
         name="fashion_mnist",
         network=network,
-        preprocessing=preprocessing,
+        preprocessing=[normalize],
         augmentation=augmentation,
         optimizer=optimizer,
         loss=loss,
@@ -302,7 +319,9 @@ def fashion_mnist(
         test_data=test,
         epochs=hp["epochs"],
         batch_size=batch,
-        hparams=hp.replace("precision", policy, f"{hp['precision']!r} -> {policy}: " + hp.source("precision")),
+        hparams=hp.replace(
+            "precision", policy, f"{hp['precision']!r} -> {policy}: " + hp.source("precision")
+        ),
         ema=ema,
         tta={"flips": True} if hp["tta_flips"] else None,
         work_dir=work_dir,
