@@ -161,6 +161,39 @@ class ImageLayer(keras.layers.Layer):
         return self._output_image_shape(input_shape)
 
 
+def _replica_id() -> Any:
+    """The replica id inside a `tf.distribute` replica context of several replicas, else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context.replica_id_in_sync_group
+
+
+class PerReplicaSeedGenerator(keras.random.SeedGenerator):
+    """A `keras.random.SeedGenerator` whose draws differ between `tf.distribute` replicas.
+
+    Under `tf.distribute.MirroredStrategy` every replica reads the same mirrored seed state,
+    so a plain `SeedGenerator` gives all replicas the same draws: each replica's share of the
+    global batch would get the same crops, flips and boxes. Inside a replica context of
+    several replicas the replica id is folded into the seed
+    (`tf.random.experimental.stateless_fold_in`); everywhere else (one device, `tf.data`,
+    JAX, whose sharded programs draw for the global batch) the seeds are unchanged.
+    """
+
+    def next(self, ordered: bool = True) -> Any:
+        seed = super().next(ordered=ordered)
+        replica = _replica_id()
+        if replica is None:
+            return seed
+        import tensorflow as tf
+
+        return tf.random.experimental.stateless_fold_in(seed, replica)
+
+
 class RandomLayer(ImageLayer):
     """An `ImageLayer` that draws random numbers: a `seed` and its `keras.random.SeedGenerator`.
 
@@ -172,7 +205,7 @@ class RandomLayer(ImageLayer):
         seed = check_seed("seed", seed)
         super().__init__(**kwargs)
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = PerReplicaSeedGenerator(seed)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
