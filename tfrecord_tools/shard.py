@@ -39,9 +39,9 @@ from tfrecord_tools.storage import open_write, remove_quietly, storage_error
 __all__ = ["frame_record", "build_shard", "write_shard", "ShardResult", "PixelStatsAccumulator"]
 
 PROGRESS_EVERY = 256  # records between progress callbacks
-# Pixels are summed in blocks of about this many bytes: vectorised, and the int64 copy a block
-# needs (8x its bytes) stays small whatever the image or shard size.
-_STATS_BLOCK_BYTES = 1 << 20
+# Pixels are summed in blocks of at most this many bytes: vectorised, and the int64 copy a
+# block needs (8x its bytes, 512 KiB) stays small whatever the image or shard size.
+_STATS_BLOCK_BYTES = 1 << 16
 # The header gzip.compress(..., compresslevel=6, mtime=0) writes: magic, deflate, no flags,
 # mtime 0, XFL 0, OS 255 ("unknown").
 _GZIP_HEADER = gzip.compress(b"", compresslevel=6, mtime=0)[:10]
@@ -79,8 +79,9 @@ def frame_record(record: bytes) -> bytes:
 class PixelStatsAccumulator:
     """Exact per-channel pixel sums (`manifest.pixel_stats` format), added one image at a time.
 
-    Images are buffered up to ~1 MiB and summed in one vectorised int64 pass, so the extra memory
-    is bounded by the block, not by the shard (`sum`, `sum_sq` stay exact Python integers).
+    Images are buffered up to 64 KiB and summed in vectorised int64 passes of at most 64 KiB of
+    pixels, so the extra memory is bounded by the block, not by the image or the shard (`sum`,
+    `sum_sq` stay exact Python integers).
     """
 
     def __init__(self) -> None:
@@ -101,15 +102,20 @@ class PixelStatsAccumulator:
         by_channels: dict[int, list[np.ndarray]] = {}
         for flat in self._pending:
             by_channels.setdefault(flat.shape[1], []).append(flat)
-        for group in by_channels.values():
-            block = np.concatenate(group).astype(np.int64)
-            self._parts.append(
-                {
-                    "count": int(block.shape[0]),
-                    "sum": [int(v) for v in block.sum(axis=0)],
-                    "sum_sq": [int(v) for v in np.einsum("ij,ij->j", block, block)],
-                }
-            )
+        for channels, group in by_channels.items():
+            pixels = group[0] if len(group) == 1 else np.concatenate(group)
+            rows = max(1, _STATS_BLOCK_BYTES // channels)
+            for start in range(0, pixels.shape[0], rows):
+                block = pixels[start : start + rows].astype(np.int64)
+                self._parts.append(
+                    {
+                        "count": int(block.shape[0]),
+                        "sum": [int(v) for v in block.sum(axis=0)],
+                        "sum_sq": [int(v) for v in np.einsum("ij,ij->j", block, block)],
+                    }
+                )
+            if len(self._parts) > 64:  # keep the partial sums few
+                self._parts = [mf.merge_pixel_stats(self._parts)]
         self._pending, self._pending_bytes = [], 0
 
     def result(self) -> dict:
