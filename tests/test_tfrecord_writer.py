@@ -395,3 +395,21 @@ def test_a_run_whose_lock_was_taken_over_stops_before_its_manifest(tmp_path):
         with pytest.raises(LockLostError, match=r"now held by run 2x02 \(host elsewhere, pid 7"):
             lock.check(reread=True)
     assert (tmp_path / LOCK_NAME).read_bytes() == intruder.to_bytes()  # not ours to remove
+
+
+def test_incremental_pixel_sums_are_exact_across_blocks_and_image_sizes():
+    from tfrecord_tools.shard import PixelStatsAccumulator
+
+    rng = np.random.default_rng(9)
+    # Images larger and smaller than one 64 KiB block, mixed in one shard.
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in
+              [(300, 300, 3), (5, 7, 3), (128, 96, 3)] * 3]  # fmt: skip
+    acc = PixelStatsAccumulator()
+    for image in images:
+        acc.add(image)
+    flat = np.concatenate([im.reshape(-1, 3) for im in images]).astype(np.int64)
+    assert acc.result() == {
+        "count": flat.shape[0],
+        "sum": flat.sum(0).tolist(),
+        "sum_sq": (flat * flat).sum(0).tolist(),
+    }
