@@ -199,8 +199,15 @@ def test_cifar10_fast_killed_resumes_to_the_uninterrupted_weights(tmp_path, refe
 @pytest.mark.slow
 @pytest.mark.gcs
 def test_cifar10_fast_killed_mid_epoch_resumes_on_gcs_emulator(tmp_path, reference):
+    """Data and work_dir on gs://, through TF's own GCS client and fake-gcs-server."""
+    data_dir, reference_out = reference
     with GCSEndpoint(buckets=[BUCKET]) as gcs:
-        _kill_and_resume(tmp_path, reference, f"gs://{BUCKET}/run", "mid_epoch", _env(gcs.tf_env()))
+        # The same shards, read from gs:// too (uploaded through the emulator's own API).
+        for name in os.listdir(data_dir):
+            with open(os.path.join(data_dir, name), "rb") as f:
+                gcs.emulator.upload_object(BUCKET, f"data/{name}", f.read())
+        on_gcs = (f"gs://{BUCKET}/data", reference_out)
+        _kill_and_resume(tmp_path, on_gcs, f"gs://{BUCKET}/run", "mid_epoch", _env(gcs.tf_env()))
         # Checked in the bucket itself, not through TF: final model, hparams, logs; no backup.
         names = gcs.emulator.list_objects(BUCKET, "run/")
         assert names["run/model.keras"] > 0 and names["run/hparams.json"] > 0
