@@ -355,8 +355,8 @@ def test_convert_stores_an_exif_rotated_image_upright(tmp_path):
     "Class folder whose name starts with `.`, files beside the class folders, folders inside a "
     "class folder, hidden files (`.DS_Store`)",
     "Skipped, and named: one `UserWarning` lists every skipped entry and why",
-    "`UserWarning: folder source '<dir>': skipped 3 entries that are not class folders or image "
-    "files: '.hidden_class/' (hidden folder), ... Rename a hidden class folder ...`",
+    "`UserWarning: folder source '<dir>': skipped 3 entries (neither class folders nor image "
+    "files): '.hidden_class/' (hidden folder), ... Rename a hidden class folder ...`",
     "Every class folder that is not hidden; manifest label_names lists exactly those",
 )
 def test_convert_warns_naming_every_skipped_folder_entry(tmp_path):

@@ -609,8 +609,8 @@ def _warn_skipped(directory, skipped):
     listed = ", ".join(f"{entry!r} ({why})" for entry, why in skipped[:_MAX_LISTED])
     more = f", and {len(skipped) - _MAX_LISTED} more" if len(skipped) > _MAX_LISTED else ""
     warnings.warn(
-        f"folder source {directory!r}: skipped {len(skipped)} entr"
-        f"{'y' if len(skipped) == 1 else 'ies'} that are not class folders or image files: "
+        f"folder source {directory!r}: skipped {len(skipped)} "
+        f"{'entry' if len(skipped) == 1 else 'entries'} (neither class folders nor image files): "
         f"{listed}{more}. Rename a hidden class folder (one starting with '.') to convert it.",
         UserWarning,
         stacklevel=4,
