@@ -98,13 +98,14 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             `save_freq` says, and restored from when `fit` begins, so an interrupted and resumed
             run gets the same averages. Each state records the `optimizer.iterations` it was
             saved at and the previous one is kept (`ema_state.npz`, `ema_state.prev.npz`); on
-            restore the state of the restored `optimizer.iterations` is loaded. List this callback *before*
-            `BackupAndRestore`: its state is then always saved before the weights, so a kill
-            between the two saves leaves the previous state, matching the previous weights. (In
-            the other order such a kill leaves no state for the restored step: a warning says so
-            and the average restarts from the restored weights.)
-        save_freq: `"epoch"` or an integer number of batches, for `backup_dir`.
-        delete_backup: Delete the state file when `fit` completes (as `BackupAndRestore` does).
+            restore the state of the restored `optimizer.iterations` is loaded. List this
+            callback *before* `BackupAndRestore`: its state is then always saved before the
+            weights, so a kill between the two saves leaves the previous state, matching the
+            previous weights. (In the other order such a kill leaves no state for the restored
+            step: a warning says so and the average restarts from the restored weights.)
+        save_freq: `"epoch"` or an integer number of batches, for `backup_dir`; use the
+            `BackupAndRestore`'s, so both save at the same steps.
+        delete_backup: Delete the state files when `fit` completes (as `BackupAndRestore` does).
         compiled: Run the update as one compiled function (see above); `False` runs it eagerly.
     """
 
@@ -381,7 +382,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 # steps. So each side state records the optimizer step it belongs to, and the previous one is
 # kept beside it (`{prefix}.npz`, `{prefix}.prev.npz`): whichever step the weights file holds
 # after a kill, its side state is still on disk, provided side states are written before the
-# weights (see `ExponentialMovingAverage`'s `backup_dir` and `keras_tricks.recipes.ResumableBackup`).
+# weights (`ExponentialMovingAverage(backup_dir=)`, `keras_tricks.recipes.ResumableBackup`).
 
 
 def _is_remote(path):

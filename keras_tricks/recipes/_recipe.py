@@ -146,7 +146,8 @@ def resolve_hyperparameters(
 
     ```python
     from keras_tricks.recipes import Hyperparameter, resolve_hyperparameters
-    defaults = {"batch_size": Hyperparameter(512, "Page"), "learning_rate": Hyperparameter(0.4, "Page")}
+    defaults = {"batch_size": Hyperparameter(512, "Page"),
+                "learning_rate": Hyperparameter(0.4, "Page")}
     hp = resolve_hyperparameters(defaults, {"batch_size": 128}, recipe="demo")
     hp["learning_rate"]  # 0.1
     ```
@@ -282,7 +283,7 @@ def training_stream(
     ```python
     base = read(source, split).map(preprocess).cache()
     epoch_e = base.shuffle(buffer, seed=seed * 1_000_003 + e).batch(batch_size, drop_remainder=True)
-    stream = concatenate(epoch_e for e in count(start_epoch))  # then one-hot, label mixing, prefetch
+    stream = concatenate(epoch_e for e in count(start_epoch))  # then one-hot, mixing, prefetch
     ```
 
     `start_epoch` is set by `TrainingStream.callback` at the first `on_epoch_begin` of `fit`,
@@ -611,7 +612,7 @@ class Recipe:
         return result
 
     def save(self, path: str | None = None) -> str:
-        """Save the EMA-weights network, wrapped in TTA, as a `.keras` file (default in work_dir)."""
+        """Save the EMA-weights classifier, wrapped in TTA, as `.keras` (default: in work_dir)."""
         path = path or self.model_path
         if path is None:
             raise ValueError("This recipe has no `work_dir`; pass `path=`.")

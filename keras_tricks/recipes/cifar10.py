@@ -33,8 +33,14 @@ from keras_tricks.schedules import PiecewiseLinear
 
 DAWN = "Page, dawn.py (https://github.com/davidcpage/cifar10-fast/blob/master/dawn.py)"
 UTILS = "Page, utils.py (https://github.com/davidcpage/cifar10-fast/blob/master/utils.py)"
-PART4 = "Page, How to train your ResNet 4: Architecture (https://myrtle.ai/learn/how-to-train-your-resnet-4-architecture/)"
-PART8 = "Page, How to train your ResNet 8: Bag of tricks (https://myrtle.ai/learn/how-to-train-your-resnet-8-bag-of-tricks/)"
+PART4 = (
+    "Page, How to train your ResNet 4: Architecture "
+    "(https://myrtle.ai/learn/how-to-train-your-resnet-4-architecture/)"
+)
+PART8 = (
+    "Page, How to train your ResNet 8: Bag of tricks "
+    "(https://myrtle.ai/learn/how-to-train-your-resnet-8-bag-of-tricks/)"
+)
 
 # One block of hyperparameters, each with where it comes from.
 DEFAULTS = {
@@ -42,13 +48,19 @@ DEFAULTS = {
     "epochs": H(24, f"{DAWN}: epochs=24; {PART4}: 94% in 24 epochs"),
     # Page's rates are for a loss *summed* over the batch: lr_schedule(x) / batch_size. For
     # Keras's batch-mean loss the same updates need lr * batch_size (summed_loss_to_mean_loss).
-    "peak_learning_rate": H(0.4, f"{DAWN}: PiecewiseLinear([0, 5, epochs], [0, 0.4, 0]) / batch_size, summed loss"),
+    "peak_learning_rate": H(
+        0.4, f"{DAWN}: PiecewiseLinear([0, 5, epochs], [0, 0.4, 0]) / batch_size, summed loss"
+    ),
     "peak_epoch": H(5, f"{DAWN}: PiecewiseLinear([0, 5, epochs], ...)"),
     "momentum": H(0.9, f"{DAWN}: momentum = 0.9, Nesterov (utils.Nesterov)"),
     "nesterov": H(True, f"{UTILS}: class Nesterov"),
     # Page: weight_decay * batch_size with the summed loss, coupled (added to the gradient
     # before momentum). Here: a keras L2 regulariser on every weight, which is coupled too.
-    "weight_decay": H(5e-4, f"{DAWN}: weight_decay = 5e-4, passed as 5e-4 * batch_size (summed loss, coupled, all parameters)"),
+    "weight_decay": H(
+        5e-4,
+        f"{DAWN}: weight_decay = 5e-4, passed as 5e-4 * batch_size "
+        "(summed loss, coupled, all parameters)",
+    ),
     "label_smoothing": H(0.2, f"{PART8}: label smoothing 0.2"),
     "ema_decay": H(0.99, f"{PART8}: EMA of the weights, momentum 0.99"),
     "ema_every_n_steps": H(5, f"{PART8}: EMA updated every 5 batches"),
@@ -80,8 +92,9 @@ def cifar10_fast(
 ) -> Recipe:
     """Page's ResNet-9 DAWNBench recipe for CIFAR-10: 94% test accuracy in 24 epochs on a GPU.
 
-    David Page, "How to train your ResNet" (2018-2019), https://myrtle.ai/learn/how-to-train-your-resnet/,
-    code https://github.com/davidcpage/cifar10-fast; with the part-8 tricks the issue lists.
+    David Page, "How to train your ResNet" (2018-2019),
+    https://myrtle.ai/learn/how-to-train-your-resnet/, code
+    https://github.com/davidcpage/cifar10-fast; with the part-8 ("bag of tricks") additions.
 
     ```python
     lr(epoch)   = interp(epoch, [0, 5, 24], [0, 0.4, 0])          # per step, batch-mean loss

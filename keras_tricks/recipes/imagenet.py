@@ -3,7 +3,8 @@
 Source of every value below: He, Zhang, Zhang, Zhang, Xie, Li, "Bag of Tricks for Image
 Classification with Convolutional Neural Networks", CVPR 2019, https://arxiv.org/abs/1812.01187
 (cited by section), and, where the paper is silent, the GluonCV ImageNet training script it was
-run with (https://github.com/dmlc/gluon-cv/blob/master/scripts/classification/imagenet/train_imagenet.py).
+run with
+(https://github.com/dmlc/gluon-cv/blob/master/scripts/classification/imagenet/train_imagenet.py).
 """
 
 from __future__ import annotations
@@ -55,11 +56,15 @@ DEFAULTS = {
     "flip": H(True, f"{PAPER}, Sec. 2.1 step 3: horizontal flip with probability 0.5"),
     "color_jitter": H(0.4, f"{PAPER}, Sec. 2.1 step 4: hue, saturation, brightness x [0.6, 1.4]"),
     "pca_lighting": H(0.1, f"{PAPER}, Sec. 2.1 step 5: PCA noise ~ N(0, 0.1)"),
-    "mean": H((123.68, 116.779, 103.939), f"{PAPER}, Sec. 2.1 step 6: subtract 123.68, 116.779, 103.939"),
+    "mean": H(
+        (123.68, 116.779, 103.939), f"{PAPER}, Sec. 2.1 step 6: subtract 123.68, 116.779, 103.939"
+    ),
     "std": H((58.393, 57.12, 57.375), f"{PAPER}, Sec. 2.1 step 6: divide by 58.393, 57.12, 57.375"),
     "train_split": H("train", "tfrecord_tools split name"),
     "eval_split": H("validation", "tfrecord_tools split name (tfds: imagenet2012 validation)"),
-    "shuffle_buffer": H(10_000, "keras_tricks: tf.data shuffle buffer (shards are written shuffled)"),
+    "shuffle_buffer": H(
+        10_000, "keras_tricks: tf.data shuffle buffer (tfrecord_tools writes shards shuffled)"
+    ),
     "seed": H(0, "keras_tricks: seed of the initialisation, the shuffles and the augmentation"),
     "eval_batch_size": H(250, "keras_tricks: evaluation batch (no effect on results)"),
 }
