@@ -1,0 +1,250 @@
+"""keras_tricks under `tf.distribute.MirroredStrategy` over two logical CPU devices.
+
+The reference of every check is the same computation on one device: data-parallel SGD on a
+global batch of B split into two replicas of B/2 is, up to float rounding, the same update as
+one device on the B examples (Goyal et al. 2017, https://arxiv.org/abs/1706.02677, section 2),
+provided every per-example loss is averaged over the *global* batch (Keras scales each
+replica's mean by 1/num_replicas and sums the gradients) and BatchNormalization computes its
+statistics over the global batch (`synchronized=True`; plain BatchNormalization normalises each
+replica's share on its own, which is a different model, "ghost" batch norm).
+
+Logical devices must be configured before TensorFlow initialises its devices, so each check
+runs in a fresh process (the `run_python` fixture) and prints its results as JSON.
+"""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+PRELUDE = textwrap.dedent(
+    """
+    import json
+    import tensorflow as tf
+
+    _cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+    import keras
+    import numpy as np
+
+    from keras_tricks import augment, callbacks, losses, lr_finder, optimizers, schedules
+
+    STRATEGY = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert STRATEGY.num_replicas_in_sync == 2
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+    Y = rng.integers(0, 3, 64)
+
+    def small_model(optimizer_name, global_batch):
+        keras.utils.set_random_seed(0)  # same initial weights in every run
+        model = keras.Sequential([
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", use_bias=False),
+            keras.layers.BatchNormalization(synchronized=True),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ])
+        # Linear scaling rule on the global batch: 0.1 at batch 8.
+        lr = schedules.Warmup(
+            schedules.scale_learning_rate(0.1, global_batch, base_batch_size=8), warmup_steps=3
+        )
+        if optimizer_name == "sgd":
+            optimizer = keras.optimizers.SGD(lr, momentum=0.9)
+        else:
+            optimizer = optimizers.LARS(lr, momentum=0.9, weight_decay=1e-4, eta=0.01)
+        model.compile(optimizer, losses.LabelSmoothingCrossEntropy(0.1), jit_compile=False)
+        return model
+
+    def numpy_list(variables):
+        return [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in variables]
+    """
+)
+
+FIT_SCRIPT = PRELUDE + textwrap.dedent(
+    """
+    import contextlib
+    OPTIMIZER, FIT_IN_SCOPE, GLOBAL_BATCH = {optimizer!r}, {fit_in_scope!r}, 16
+
+    def scope(strategy):
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    def train(strategy):
+        with scope(strategy):
+            model = small_model(OPTIMIZER, GLOBAL_BATCH)
+        ema = callbacks.ExponentialMovingAverage(decay=0.8)
+        logger = callbacks.LearningRateLogger()
+        with scope(strategy) if FIT_IN_SCOPE else contextlib.nullcontext():
+            history = model.fit(
+                X, Y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0,
+                validation_data=(X[:32], Y[:32]), callbacks=[ema, logger],
+            )
+        return {{
+            "mirrored": type(model.weights[0].value).__name__,
+            "iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+            "learning_rates": logger.learning_rates,
+            "loss": history.history["loss"],
+            "val_loss": history.history["val_loss"],
+            "weights": numpy_list(model.weights),
+            "ema": numpy_list(ema.average_variables),
+        }}
+
+    print(json.dumps({{"one": train(None), "two": train(STRATEGY)}}))
+    """
+)
+
+
+def _run(run_python, script):
+    return json.loads(run_python(script, backend="tensorflow").strip().splitlines()[-1])
+
+
+def _assert_all_close(got, want, rtol=1e-5, atol=1e-6):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.array(g), np.array(w), rtol=rtol, atol=atol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "optimizer, fit_in_scope",
+    [("sgd", False), ("sgd", True), ("lars", True)],
+    ids=["sgd", "sgd-fit-in-scope", "lars-fit-in-scope"],
+)
+def test_fit_on_two_replicas_matches_one_device_on_the_global_batch(
+    run_python, optimizer, fit_in_scope
+):
+    out = _run(run_python, FIT_SCRIPT.format(optimizer=optimizer, fit_in_scope=fit_in_scope))
+    one, two = out["one"], out["two"]
+    assert two["mirrored"] == "MirroredVariable" and one["mirrored"] != "MirroredVariable"
+
+    # 64 examples / global batch 16 = 4 steps: the schedule steps on the global step.
+    assert one["iterations"] == two["iterations"] == 4
+    # Warmup over 3 steps to scale_learning_rate(0.1, 16, 8) = 0.1 * 16 / 8, then constant:
+    # step s trains at (s + 1) / 3 * target for s < 3.
+    target = 0.1 * 16 / 8
+    want = [(s + 1) / 3 * target if s < 3 else target for s in range(4)]
+    np.testing.assert_allclose(one["learning_rates"], want, rtol=1e-6)
+    np.testing.assert_allclose(two["learning_rates"], want, rtol=1e-6)
+
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    _assert_all_close(two["weights"], one["weights"])
+    # Validation ran on the averaged weights: same averages, same validation loss.
+    _assert_all_close(two["ema"], one["ema"])
+    np.testing.assert_allclose(two["val_loss"], one["val_loss"], rtol=1e-5)
+
+    # Not vacuous: the averages lag the weights, and BatchNorm's moving statistics (weights
+    # 3 and 4, initialised to 0 and 1) moved and are averaged too.
+    assert (
+        max(np.abs(np.array(a) - np.array(w)).max() for a, w in zip(two["ema"], two["weights"]))
+        > 1e-3
+    )
+    assert np.abs(np.array(two["weights"][3])).max() > 1e-5
+    assert np.abs(np.array(two["weights"][4]) - 1.0).max() > 1e-4
+    assert len(two["ema"]) == len(two["weights"])
+
+
+AUGMENT_SCRIPT = PRELUDE + textwrap.dedent(
+    """
+    layers = {
+        "RandomPadCrop": lambda: augment.RandomPadCrop(padding=4, seed=1),
+        "RandomFlip": lambda: augment.RandomFlip(seed=1),
+        "Cutout": lambda: augment.Cutout(size=8, seed=1),
+        "RandomResizedCrop": lambda: augment.RandomResizedCrop(16, 16, seed=1),
+        "ColorJitter": lambda: augment.ColorJitter(seed=1),
+        "PCALighting": lambda: augment.PCALighting(seed=1),
+        "MixUp": lambda: augment.MixUp(alpha=1.0, num_classes=10, seed=1),
+        "CutMix": lambda: augment.CutMix(alpha=1.0, num_classes=10, seed=1),
+    }
+    images = rng.uniform(size=(16, 16, 16, 3)).astype("float32")
+    labels = rng.integers(0, 10, 16).astype("int32")
+    # Both replicas get the same 16 images: any difference comes from their random draws.
+    same = STRATEGY.experimental_distribute_values_from_function(lambda ctx: (images, labels))
+    result = {}
+    for name, make in layers.items():
+        with STRATEGY.scope():
+            layer = make()
+
+        @tf.function
+        def step(batch, layer=layer, name=name):
+            if name in ("MixUp", "CutMix"):
+                return layer(batch, training=True)[0]
+            return layer(batch[0], training=True)
+
+        per_replica = STRATEGY.run(step, args=(same,))
+        first, second = [v.numpy() for v in STRATEGY.experimental_local_results(per_replica)]
+        result[name] = {
+            "differ": bool(np.abs(first - second).max() > 1e-6),
+            "changed": bool(np.abs(first - images).max() > 1e-6),
+            "flip_ok": bool(all(
+                np.array_equal(o, i) or np.array_equal(o, i[:, ::-1])
+                for half in (first, second) for o, i in zip(half, images)
+            )),
+        }
+    print(json.dumps(result))
+    """
+)
+
+
+@pytest.mark.slow
+def test_augmentation_draws_independently_on_each_replica(run_python):
+    out = _run(run_python, AUGMENT_SCRIPT)
+    assert len(out) == 8
+    for name, got in out.items():
+        # Each replica augmented its (identical) input...
+        assert got["changed"], name
+        # ...with its own draws: the chance that 16 images get the same draws on both
+        # replicas is at most 2**-16 (RandomFlip, one bit per image); a shared seed state
+        # would make the two outputs equal bit for bit.
+        assert got["differ"], name
+    assert out["RandomFlip"]["flip_ok"]
+
+
+FIND_LR_SCRIPT = PRELUDE + textwrap.dedent(
+    """
+    def snapshot(model):
+        return numpy_list(model.weights) + numpy_list(model.optimizer.variables)
+
+    def sweep(model):
+        return lr_finder.find_lr(
+            model, (X, Y), min_lr=1e-3, max_lr=1.0, num_steps=6, batch_size=16,
+            stop_on_divergence=False,
+        )
+
+    one = small_model("sgd", 16)
+    one.fit(X, Y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    reference = sweep(one)
+
+    with STRATEGY.scope():
+        model = small_model("sgd", 16)
+        model.fit(X, Y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        before = snapshot(model)
+        inside = sweep(model)
+        after_inside = snapshot(model)
+    outside = sweep(model)  # a model built in the scope, the sweep called outside it
+    after_outside = snapshot(model)
+    print(json.dumps({
+        "reference": reference.losses.tolist(),
+        "inside": inside.losses.tolist(), "outside": outside.losses.tolist(),
+        "lrs": inside.learning_rates.tolist(),
+        "restored_inside": before == after_inside, "restored_outside": before == after_outside,
+        "mirrored": type(model.weights[0].value).__name__,
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_find_lr_in_a_strategy_scope_restores_weights_exactly(run_python):
+    out = _run(run_python, FIND_LR_SCRIPT)
+    assert out["mirrored"] == "MirroredVariable"
+    # Every weight, BN statistic and optimizer variable bit for bit as before each sweep.
+    assert out["restored_inside"] and out["restored_outside"]
+    # Exponential sweep: lr_i = 1e-3 * (1.0 / 1e-3) ** (i / 5).
+    np.testing.assert_allclose(out["lrs"], [1e-3 * 1e3 ** (i / 5) for i in range(6)], rtol=1e-6)
+    # Same losses as the sweep on one device from the same weights (the weights restored
+    # after the first sweep, so the second gives the same losses again).
+    np.testing.assert_allclose(out["inside"], out["reference"], rtol=1e-4)
+    np.testing.assert_allclose(out["outside"], out["reference"], rtol=1e-4)
