@@ -24,8 +24,8 @@ Measured (median of --repeats runs, each into a fresh directory):
   shard sizes; the target is peak <= 2 x its shard's bytes + the interpreter, where "the
   interpreter" is a worker's peak on 1-image shards of the same images. The previous writer
   (`--memory-baseline-rev`, read from git) is measured in the same run when git has it. Each
-  conversion runs in a fresh process, whose `RUSAGE_CHILDREN.ru_maxrss` is the largest
-  worker's peak.
+  conversion runs in a fresh process; a worker's peak is its VmHWM (/proc), read just before
+  the pool stops it.
 
 Usage: python bench/tfrecord.py [--quick] [--repeats 3] [--memory-only] > result.json
 """
@@ -215,9 +215,25 @@ def decode_only(encoded, batched):
 
 
 MEMORY_SCRIPT = r"""
-import json, resource, sys, time
+import json, re, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 import tfrecord_tools
+from tfrecord_tools import _worker
+
+# Each worker's own peak (VmHWM of its address space after exec), read just before the pool
+# stops it. (RUSAGE_CHILDREN.ru_maxrss would also count the parent's RSS at fork time.)
+peaks = []
+close = _worker.WorkerPool.close
+
+
+def measuring_close(self, *args, **kwargs):
+    for proc in self.procs:
+        with open(f"/proc/{proc.pid}/status") as f:
+            peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)))
+    close(self, *args, **kwargs)
+
+
+_worker.WorkerPool.close = measuring_close
 source, out, shards, workers = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 start = time.perf_counter()
 m = tfrecord_tools.convert(source, out, num_shards=shards, num_workers=workers, name="mem",
@@ -227,7 +243,7 @@ print(json.dumps({
     "package": tfrecord_tools.__file__,
     "seconds": time.perf_counter() - start,
     "parent_peak_kB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-    "worker_peak_kB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    "worker_peaks_kB": peaks,
     "max_shard_bytes": max(sizes),
     "shards": len(sizes),
 }))
@@ -312,11 +328,11 @@ def memory_benchmark(work, quick, baseline_rev):
                "shard_format": "png", "num_workers": 2, "runs": []}  # fmt: skip
     for label, package in packages.items():
         tag = str(len(results["runs"]))
-        interpreter = run(package, small, 4, tag + "i")["worker_peak_kB"] / 1024
+        interpreter = max(run(package, small, 4, tag + "i")["worker_peaks_kB"]) / 1024
         for shards in (count // 16, 2):  # 16 images a shard, then count/2 images a shard
             r = run(package, folder, shards, f"{tag}-{shards}")
             shard_mb = r["max_shard_bytes"] / 2**20
-            peak = r["worker_peak_kB"] / 1024
+            peak = max(r["worker_peaks_kB"]) / 1024
             results["runs"].append(
                 {
                     "version": label,
