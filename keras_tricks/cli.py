@@ -257,7 +257,11 @@ def run_demo(output="runs/demo", quick=False, data_dir=None, seed=0, epochs=None
     del probe
 
     # 3. Train the recipe with that peak rate.
-    recipe = fashion_mnist(tfrecord_dir, work_dir=work_dir, learning_rate=peak, **overrides)
+    # validate: score the test images after every epoch (EMA weights) for the curves; only
+    # the final EMA + TTA score is the result, no epoch is picked by it.
+    recipe = fashion_mnist(
+        tfrecord_dir, work_dir=work_dir, learning_rate=peak, validate=True, **overrides
+    )
     hp = recipe.hparams
     print(
         f"[3/5] Training {recipe.network.name} (width {hp['width']}, "

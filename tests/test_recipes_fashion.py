@@ -72,7 +72,7 @@ def test_schedule_is_linear_warmup_then_cosine_to_zero(recipe):
 def test_optimizer_is_nesterov_sgd_with_decay_on_kernels_only(recipe):
     opt = recipe.optimizer
     assert isinstance(opt, keras.optimizers.SGD)
-    assert opt.momentum == 0.9 and opt.nesterov and opt.weight_decay == pytest.approx(5e-4)
+    assert opt.momentum == 0.9 and opt.nesterov and opt.weight_decay == pytest.approx(5e-3)
     pattern = opt._exclude_from_weight_decay_pattern
     assert pattern.search("resnet9_fashion_mnist/prep_bn/gamma:0")
     assert pattern.search("beta")
