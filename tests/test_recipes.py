@@ -285,6 +285,22 @@ def test_cifar10_fast_trains_a_few_steps_from_cifar_python_batches(tmp_path):
     assert type(exported).__name__ == "TestTimeAugmentation"
 
 
+def test_fit_refuses_to_resume_a_checkpoint_of_other_hyperparameters(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    data = {"train": (x, np.arange(64) % 10), "test": (x[:16], np.arange(16) % 10)}
+    work_dir = str(tmp_path / "run")
+    first = recipes.cifar10_fast(data, work_dir=work_dir, width=4, batch_size=32, epochs=2)
+    # What an interrupted first run leaves: its hyperparameters and a checkpoint.
+    os.makedirs(first.backup_dir)
+    with open(os.path.join(work_dir, "hparams.json"), "w") as f:
+        f.write(first.hparams.to_json())
+    first.model.save_weights(os.path.join(first.backup_dir, "latest.weights.h5"))
+    other = recipes.cifar10_fast(data, work_dir=work_dir, width=4, batch_size=32, epochs=3)
+    with pytest.raises(ValueError, match=r"other hyperparameters \(epochs: 2 -> 3, peak_epoch"):
+        other.fit(verbose=0)
+    assert os.path.exists(os.path.join(first.backup_dir, "latest.weights.h5"))  # kept
+
+
 # --------------------------------------------------------------- imagenet_resnet50 (He et al.)
 
 

@@ -554,6 +554,7 @@ class Recipe:
             self.compile()
         if self.work_dir is not None:
             _makedirs(self.work_dir)
+            self._check_resumable()
             _write_bytes(join(self.work_dir, "hparams.json"), self.hparams.to_json().encode())
         extra = list(fit_kwargs.pop("callbacks", []))
         kwargs = dict(
@@ -567,6 +568,34 @@ class Recipe:
         if self.work_dir is not None:
             self.save()
         return history
+
+    def _check_resumable(self) -> None:
+        """Refuse to resume a checkpoint written with other hyperparameters.
+
+        A checkpoint restored into a run with, say, another batch size or schedule would give
+        a run that matches neither; say so before anything is overwritten.
+        """
+        saved_path = join(self.work_dir, "hparams.json")
+        checkpoint = join(self.backup_dir, "latest.weights.h5")
+        if not (_exists(checkpoint) and _exists(saved_path)):
+            return
+        saved = json.loads(_ema._read(saved_path))
+        current = json.loads(self.hparams.to_json())
+        changed = sorted(
+            k
+            for k in set(saved) | set(current)
+            if saved.get(k, {}).get("value") != current.get(k, {}).get("value")
+        )
+        if changed:
+            details = ", ".join(
+                f"{k}: {saved.get(k, {}).get('value')!r} -> {current.get(k, {}).get('value')!r}"
+                for k in changed
+            )
+            raise ValueError(
+                f"`work_dir` {self.work_dir!r} holds an unfinished run with other "
+                f"hyperparameters ({details}). Resume it with the same ones, or use another "
+                "work_dir (or delete its backup/ to start over)."
+            )
 
     def inference_model(self) -> keras.Model:
         """`classifier` wrapped in `TestTimeAugmentation` (when the recipe uses TTA)."""
