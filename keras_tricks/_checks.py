@@ -24,11 +24,13 @@ __all__ = [
     "check_bool",
     "check_int",
     "check_keywords",
+    "check_known",
     "check_number",
     "check_one_of",
     "check_range",
     "check_seed",
     "fail",
+    "keyword_hint",
     "suggest_keywords",
 ]
 
@@ -139,7 +141,8 @@ def check_seed(name: str, value: Any) -> int | None:
     return int(value)
 
 
-def _hint(owner: str, unknown: Iterable[str], accepted: Iterable[str]) -> str:
+def keyword_hint(owner: str, unknown: Iterable[str], accepted: Iterable[str]) -> str:
+    """The message for unexpected keywords: each with the closest accepted name, then all."""
     accepted = sorted(set(accepted))
     parts = []
     for key in unknown:
@@ -176,9 +179,18 @@ def check_keywords(
     for klass in inspect.getmro(owner):
         if "__init__" in vars(klass):
             accepted |= _parameter_names(vars(klass)["__init__"])
-    unknown = [key for key in kwargs if key not in accepted]
+    check_known(owner.__name__, kwargs, accepted)
+
+
+def check_known(owner: str, given: Iterable[str], accepted: Iterable[str]) -> None:
+    """Raise a ValueError naming each name of `given` not in `accepted`, with a close match.
+
+    For keyword overrides checked by hand (a recipe's hyperparameters, a config's keys).
+    """
+    accepted = set(accepted)
+    unknown = [key for key in given if key not in accepted]
     if unknown:
-        raise ValueError(_hint(owner.__name__, unknown, accepted))
+        raise ValueError(keyword_hint(owner, unknown, accepted))
 
 
 def suggest_keywords(func: _F) -> _F:
@@ -197,7 +209,7 @@ def suggest_keywords(func: _F) -> _F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         unknown = [key for key in kwargs if key not in names]
         if unknown:
-            raise TypeError(_hint(f"{owner}()", unknown, names))
+            raise TypeError(keyword_hint(f"{owner}()", unknown, names))
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

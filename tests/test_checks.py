@@ -71,6 +71,16 @@ def test_suggest_keywords_names_the_closest_accepted_argument():
         build(colour=3)
 
 
+def test_check_known_rejects_unknown_names_of_a_hand_checked_mapping():
+    _checks.check_known("recipe()", {"epochs": 3}, ["epochs", "batch_size"])
+    with pytest.raises(ValueError) as error:
+        _checks.check_known("recipe()", {"epoch": 3}, ["epochs", "batch_size"])
+    assert str(error.value) == (
+        "recipe() got unexpected keyword argument(s) `epoch` (did you mean `epochs`?). "
+        "Accepted: batch_size, epochs"
+    )
+
+
 @pytest.mark.parametrize(
     "call, hint",
     [
