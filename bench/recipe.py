@@ -46,11 +46,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_tricks import recipes  # noqa: E402
+from keras_tricks.cli import _demo_settings, epoch_clock, run_demo, time_to_reach  # noqa: E402
 from keras_tricks.datasets import load_fashion_mnist  # noqa: E402
 from keras_tricks.models import resnet9  # noqa: E402
 from keras_tricks.training import TestTimeAugmentation  # noqa: E402
-
-THRESHOLDS = (0.92, 0.93)
 
 
 def _cpu():
@@ -62,65 +61,6 @@ def _cpu():
     except OSError:
         pass
     return platform.processor()
-
-
-class EpochClock(keras.callbacks.Callback):
-    """Cumulative training seconds, wall and CPU (validation excluded), and the test accuracy at
-    each epoch end; optionally stops once the next epoch would overrun `budget_cpu_s`.
-
-    CPU seconds (`time.process_time`, all threads of this process) are what the budget compares:
-    on a shared machine another job's load stretches wall time but hardly this process's CPU time.
-    """
-
-    def __init__(self, budget_cpu_s=None):
-        super().__init__()
-        self.budget_cpu_s = budget_cpu_s
-        self.train_s, self.train_cpu_s, self.val_accuracy = [], [], []
-
-    def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
-        self._start_cpu = time.process_time()
-        self._in_test = self._in_test_cpu = 0.0
-
-    def on_test_begin(self, logs=None):
-        self._test_start = time.perf_counter()
-        self._test_start_cpu = time.process_time()
-
-    def on_test_end(self, logs=None):
-        self._in_test += time.perf_counter() - self._test_start
-        self._in_test_cpu += time.process_time() - self._test_start_cpu
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        elapsed = time.perf_counter() - self._start - self._in_test
-        cpu = time.process_time() - self._start_cpu - self._in_test_cpu
-        self.train_s.append(round(elapsed, 1))
-        self.train_cpu_s.append(round(cpu, 1))
-        acc = logs.get("val_accuracy", logs.get("val_categorical_accuracy"))
-        self.val_accuracy.append(None if acc is None else round(float(acc), 4))
-        print(
-            f"  epoch {epoch + 1}: {elapsed:.0f} s ({cpu:.0f} CPU s), test {acc}, "
-            f"load {os.getloadavg()[0]:.1f}",
-            file=sys.stderr,
-            flush=True,
-        )
-        if self.budget_cpu_s is not None:
-            per_epoch = cpu / (epoch + 1)
-            if cpu + 0.5 * per_epoch >= self.budget_cpu_s:
-                self.model.stop_training = True
-
-
-def time_to_reach(clock):
-    out = {}
-    for t in THRESHOLDS:
-        hits = [
-            (s, c)
-            for s, c, a in zip(clock.train_s, clock.train_cpu_s, clock.val_accuracy)
-            if a is not None and a >= t
-        ]
-        out[f"seconds_to_{round(t * 100)}"] = hits[0][0] if hits else None
-        out[f"cpu_seconds_to_{round(t * 100)}"] = hits[0][1] if hits else None
-    return out
 
 
 def score(recipe, use_ema, use_tta):
@@ -146,37 +86,32 @@ def _emit(record):
     print(json.dumps(record), flush=True)
 
 
-def side_by_side(data, quick):
-    overrides = dict(validate=True)
-    if quick:
-        overrides.update(width=4, epochs=2, batch_size=64)
-    recipe = recipes.fashion_mnist(data, **overrides)
-    clock = EpochClock()
-    started = time.perf_counter()
-    recipe.fit(verbose=0, callbacks=[clock])
-    wall = time.perf_counter() - started
-    final = score(recipe, use_ema=True, use_tta=True)
-    budget = clock.train_cpu_s[-1]
+def side_by_side(data, quick, output):
+    # The recipe exactly as `keras-tricks demo` runs it: TFRecords, LR range test, fit, EMA+TTA.
+    summary = run_demo(output, quick=quick)
+    history = summary["history"]
+    budget = summary["epoch_train_cpu_s"][-1]
     _emit(
         {
             "part": "side-by-side",
-            "arm": "recipe",
-            "epochs": recipe.epochs,
-            "batch_size": recipe.batch_size,
-            "precision": recipe.hparams["precision"],
-            "train_s": clock.train_s,
-            "train_cpu_s": clock.train_cpu_s,
-            "test_accuracy_ema_per_epoch": clock.val_accuracy,
-            "final_raw": score(recipe, use_ema=False, use_tta=False),
-            "final_ema": score(recipe, use_ema=True, use_tta=False),
-            "final_ema_tta": final,
-            "fit_wall_s": round(wall, 1),
-            **time_to_reach(clock),
+            "arm": "recipe (keras-tricks demo)",
+            "epochs": summary["epochs"],
+            "batch_size": summary["batch_size"],
+            "peak_learning_rate": summary["suggested_learning_rate"],
+            "train_s": summary["epoch_train_s"],
+            "train_cpu_s": summary["epoch_train_cpu_s"],
+            "test_accuracy_ema_per_epoch": [round(a, 4) for a in history["val_accuracy"]],
+            "final_raw": summary["accuracies"]["raw"],
+            "final_ema": summary["accuracies"]["ema"],
+            "final_ema_tta": summary["test_accuracy"],
+            "demo_wall_s": summary["seconds"],
+            "demo_timings_s": summary["timings_s"],
+            **{k: v for k, v in summary.items() if k.startswith(("seconds_to", "cpu_seconds_to"))},
         }
     )
 
-    # The same network the plain way, for the same training time.
-    hp = recipe.hparams
+    # The same network the plain way, for the same training CPU time.
+    hp = recipes.fashion_mnist(data, **_demo_settings(quick)["overrides"]).hparams
     with recipes.fashion._dtype_policy(hp["precision"]):
         network = resnet9(
             input_shape=(28, 28, 1),
@@ -192,7 +127,14 @@ def side_by_side(data, quick):
         metrics=["accuracy"],
     )
     (x_train, y_train), (x_test, y_test) = data["train"], data["test"]
-    plain = EpochClock(budget_cpu_s=budget)
+    if quick:  # the demo's quick subset
+        x_train, y_train, x_test, y_test = (
+            x_train[:10_000],
+            y_train[:10_000],
+            x_test[:2000],
+            y_test[:2000],
+        )
+    plain = epoch_clock(budget_cpu_s=budget)
     started = time.perf_counter()
     model.fit(
         x_train[..., None],
@@ -204,7 +146,6 @@ def side_by_side(data, quick):
         callbacks=[plain],
         verbose=0,
     )
-    wall = time.perf_counter() - started
     _emit(
         {
             "part": "side-by-side",
@@ -216,12 +157,15 @@ def side_by_side(data, quick):
             "train_cpu_s": plain.train_cpu_s,
             "test_accuracy_per_epoch": plain.val_accuracy,
             "final": plain.val_accuracy[-1],
-            "best_epoch_accuracy (for reference only)": max(plain.val_accuracy),
             "budget_cpu_s": budget,
-            "fit_wall_s": round(wall, 1),
+            "fit_wall_s": round(time.perf_counter() - started, 1),
             **time_to_reach(plain),
         }
     )
+
+
+def _quick(quick):
+    return dict(width=4, batch_size=64) if quick else {}
 
 
 # He et al. 2019's baseline (section 2.1) on this network, then one trick at a time.
@@ -268,7 +212,7 @@ def ablation(data, epochs, quick):
     for label, overrides in ablation_rows(epochs):
         overrides = dict(overrides, epochs=epochs)
         if quick:
-            overrides.update(width=4, batch_size=64)
+            overrides.update(_quick(quick))
             if overrides["schedule"] == "step":
                 overrides["schedule"] = "cosine"  # too few steps for three boundaries
         recipe = recipes.fashion_mnist(data, **overrides)
@@ -299,6 +243,7 @@ def main(argv=None):
     parser.add_argument("--part", choices=("all", "side-by-side", "ablation"), default="all")
     parser.add_argument("--ablation-epochs", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="smoke run on a subset")
+    parser.add_argument("--demo-output", default="runs/bench-demo", help="the demo run's output")
     args = parser.parse_args(argv)
 
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
@@ -321,7 +266,7 @@ def main(argv=None):
         }
     )
     if args.part in ("all", "side-by-side"):
-        side_by_side(data, args.quick)
+        side_by_side(data, args.quick, args.demo_output)
     if args.part in ("all", "ablation"):
         ablation(data, 2 if args.quick else args.ablation_epochs, args.quick)
 

@@ -111,6 +111,74 @@ def _convert(arrays, idx_dir, tfrecord_dir, quick):
     print(f"      {counts} records in {time.perf_counter() - started:.1f} s")
 
 
+def epoch_clock(budget_cpu_s=None):
+    """A Keras callback recording cumulative training seconds, wall and CPU, at each epoch end.
+
+    Attributes `train_s`, `train_cpu_s` and `val_accuracy` get one value per epoch. The time
+    spent scoring `validation_data` is left out, so the figures are training time. CPU seconds
+    (`time.process_time`, every thread of this process) change little when other jobs share
+    the machine; wall seconds do. With `budget_cpu_s` it stops training once the next epoch
+    would overrun that many CPU seconds (for same-budget comparisons).
+
+    Example:
+
+    ```python
+    clock = epoch_clock()
+    # model.fit(..., callbacks=[clock]); clock.train_s, clock.val_accuracy
+    ```
+
+    Args:
+        budget_cpu_s: optional CPU-second budget of the training.
+    """
+    import keras
+
+    class _EpochClock(keras.callbacks.Callback):
+        def __init__(self, budget_cpu_s=None):
+            super().__init__()
+            self.budget_cpu_s = budget_cpu_s
+            self.train_s, self.train_cpu_s, self.val_accuracy = [], [], []
+
+        def on_train_begin(self, logs=None):
+            self._start, self._start_cpu = time.perf_counter(), time.process_time()
+            self._in_test = self._in_test_cpu = 0.0
+
+        def on_test_begin(self, logs=None):
+            self._test_start, self._test_cpu = time.perf_counter(), time.process_time()
+
+        def on_test_end(self, logs=None):
+            self._in_test += time.perf_counter() - self._test_start
+            self._in_test_cpu += time.process_time() - self._test_cpu
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            wall = time.perf_counter() - self._start - self._in_test
+            cpu = time.process_time() - self._start_cpu - self._in_test_cpu
+            self.train_s.append(round(wall, 1))
+            self.train_cpu_s.append(round(cpu, 1))
+            acc = logs.get("val_accuracy", logs.get("val_categorical_accuracy"))
+            self.val_accuracy.append(None if acc is None else round(float(acc), 4))
+            if self.budget_cpu_s is not None:
+                if cpu + 0.5 * cpu / (epoch + 1) >= self.budget_cpu_s:
+                    self.model.stop_training = True
+
+    return _EpochClock(budget_cpu_s)
+
+
+def time_to_reach(clock, thresholds=(0.92, 0.93)):
+    """Training seconds (wall and CPU) at the first epoch end whose test accuracy >= each
+    threshold: `{"seconds_to_92": ..., "cpu_seconds_to_92": ..., ...}` (None if never)."""
+    out = {}
+    for t in thresholds:
+        hits = [
+            (s, c)
+            for s, c, a in zip(clock.train_s, clock.train_cpu_s, clock.val_accuracy)
+            if a is not None and a >= t
+        ]
+        out[f"seconds_to_{round(t * 100)}"] = hits[0][0] if hits else None
+        out[f"cpu_seconds_to_{round(t * 100)}"] = hits[0][1] if hits else None
+    return out
+
+
 def schedule_figure(schedule, total_steps, steps_per_epoch, logged=None, title=None):
     """The learning rate of `schedule` at every optimizer step (a matplotlib Figure).
 
@@ -272,7 +340,8 @@ def run_demo(output="runs/demo", quick=False, data_dir=None, seed=0, epochs=None
         f"zero-γ, no bias decay"
     )
     t = time.perf_counter()
-    history = recipe.fit(verbose=2).history
+    clock = epoch_clock()
+    history = recipe.fit(verbose=2, callbacks=[clock]).history
     timings["train"] = time.perf_counter() - t
 
     # 4. Evaluate: raw weights, EMA weights, EMA weights + flip TTA (the headline).
@@ -348,6 +417,9 @@ def run_demo(output="runs/demo", quick=False, data_dir=None, seed=0, epochs=None
         "test_images": int(len(labels)),
         "history": {k: [float(v) for v in vs] for k, vs in history.items()},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "epoch_train_s": clock.train_s,
+        "epoch_train_cpu_s": clock.train_cpu_s,
+        **time_to_reach(clock),
         "seconds": round(seconds, 1),
         "quick": bool(quick),
         "plots": {
