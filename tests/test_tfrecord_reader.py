@@ -255,3 +255,20 @@ def test_shard_cut_inside_a_record_is_named_as_unreadable_before_reading(tmp_pat
     assert message.startswith(f"{len(data) - 7} bytes, manifest.json says {len(data)}; ")
     assert "unreadable as TFRecord (truncated record" in message
     assert message.endswith(f"manifest.json says {records} records")
+
+
+def test_verify_size_checks_only_before_reading_and_count_only_while_reading(tmp_path):
+    out, _, _ = _write(tmp_path, "raw", num_shards=3)
+    ds = {
+        mode: tfrecord_tools.read_dataset(out, "train", verify=mode) for mode in ("size", "count")
+    }
+    path = shard_files(out, "train")[1]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    with tf.io.TFRecordWriter(path) as w:  # one valid record more, after the datasets were built
+        for record in records + records[:1]:
+            w.write(record)
+    assert sum(1 for _ in ds["size"]) == 57 + 1  # "size" alone: the change goes unnoticed
+    with pytest.raises(tf.errors.InvalidArgumentError, match="holds more records than"):
+        list(ds["count"])
+    with pytest.raises(tfrecord_tools.ShardMismatchError):
+        tfrecord_tools.read_dataset(out, "train", verify="size")
