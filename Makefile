@@ -7,7 +7,7 @@ export KERAS_BACKEND ?= tensorflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?= -n 2 --durations=25
 
-.PHONY: demo test lint bench fashion-mnist install clean
+.PHONY: demo test test-jax lint bench fashion-mnist install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,13 @@ demo: $(VENV)/.installed-demo fashion-mnist
 lint: install
 	$(BIN)/ruff check keras_tricks tfrecord_tools tests bench
 
-test: install fashion-mnist lint
+# The backend-neutral core (tests marked backend_neutral in tests/conftest.py) again on JAX;
+# the slow ones are end-to-end subprocess runs that the TensorFlow run covers.
+JAX_PYTEST_ARGS ?= -n 2 -m "backend_neutral and not slow"
+test-jax: install fashion-mnist
+	KERAS_BACKEND=jax JAX_PLATFORMS=cpu $(BIN)/python -m pytest $(JAX_PYTEST_ARGS)
+
+test: install fashion-mnist lint test-jax
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install fashion-mnist
