@@ -82,10 +82,8 @@ def test_notebook_has_colab_badge_install_and_parameters_cells(name):
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and tagged[0].cell_type == "code"
     # Plain assignments only, so papermill's injected cell can override every one of them.
-    names = re.findall(r"^(\w+) = ", tagged[0].source, flags=re.M)
-    assert names and len(names) == len(
-        [line for line in tagged[0].source.splitlines() if line and not line.startswith("#")]
-    )
+    lines = [line for line in tagged[0].source.splitlines() if line and not line.startswith("#")]
+    assert parameter_names(name) and len(parameter_names(name)) == len(lines)
     markdown = "\n".join(c.source for c in cells_of(notebook, "markdown"))
     links = ARXIV.findall(markdown)
     assert links, f"{name}: no paper linked on arXiv"
@@ -155,10 +153,20 @@ def kernel(tmp_path, monkeypatch):
     return name
 
 
+def parameter_names(name):
+    """The names the notebook's `parameters` cell assigns."""
+    (cell,) = [c for c in read(name).cells if "parameters" in c.metadata.get("tags", [])]
+    return re.findall(r"^(\w+) = ", cell.source, flags=re.M)
+
+
 def execute(name, kernel, workdir, **parameters):
     """Run `examples/name` with `parameters` in `workdir`; the executed notebook."""
     import papermill
 
+    # papermill only warns about a name the notebook does not have, and the run would then
+    # silently take the full-size default; a renamed parameter must fail here instead.
+    unknown = set(parameters) - set(parameter_names(name))
+    assert not unknown, f"{name} has no parameters {sorted(unknown)}"
     workdir.mkdir(exist_ok=True)
     output = workdir / f"executed-{name}"
     papermill.execute_notebook(
