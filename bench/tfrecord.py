@@ -2,8 +2,8 @@
 
 Question: is our sharded conversion faster than the TF-tutorial loop (one `tf.io.TFRecordWriter`,
 `tf.io.encode_png` + `tf.train.Example` per image), and is `read_dataset` faster than reading the
-same images as loose PNG files with `tf.data`? Targets (issue [3]): conversion >= 1.7x the plain
-loop with 2 workers; reading >= 4x loose files.
+same images as loose PNG files with `tf.data`? Targets (issue [8]): conversion >= 3x the plain
+loop with 2 workers (issue [3]: 1.7x); reading >= 4x loose files; per-worker memory below.
 
 Measured (median of --repeats runs, each into a fresh directory):
 - convert: plain loop | ours num_workers=1 | ours num_workers=2 | Beam DirectRunner (one run,
@@ -531,8 +531,10 @@ def main():
         results["read"] = {"split": read_split, "images": len(y), **reads}
         results["targets"] = {
             "convert_2_workers_vs_plain_loop": {
-                "target": 1.7,
+                "target": 3.0,
                 "measured": conversions["ours_2_workers"]["speedup_vs_plain_loop"],
+                # CPU seconds (parent + workers): what the code controls on a busy machine.
+                "measured_cpu_ratio": conversions["ours_2_workers"]["cpu_ratio_vs_plain_loop"],
             },
             "read_vs_loose_files": {
                 "target": 4.0,
