@@ -181,6 +181,7 @@ print("JAX OK")
 """
 
 
+@pytest.mark.slow
 def test_jax_backend_closed_form_frozen_teacher_and_save(run_python):
     assert "JAX OK" in run_python(JAX_SCRIPT, backend="jax")
 

@@ -184,6 +184,8 @@ def test_two_stream_batches_follow_the_reference_sampler():
         seen_unlabelled.extend(ids[3:] - 100)
     assert sorted(seen_unlabelled) == list(range(45))  # one pass over the unlabelled set
     assert sorted(seen_labelled[:10]) == list(range(10))  # labelled cycled in fresh orders
+    uint8 = TwoStreamBatches(x_l, y_l.astype("uint8"), x_u, batch_size=12, labelled_batch_size=3)
+    assert uint8[0][1].dtype == np.int64 and (uint8[0][1][3:] == -1).all()  # keras.datasets
     first = batches[0][0].copy()
     batches.on_epoch_end()
     assert not np.array_equal(first, batches[0][0])
@@ -269,5 +271,6 @@ print("JAX OK")
 """
 
 
+@pytest.mark.slow
 def test_jax_backend_teacher_is_the_numpy_ema_and_save(run_python):
     assert "JAX OK" in run_python(JAX_SCRIPT, backend="jax")

@@ -98,6 +98,7 @@ def test_zero_noise_adds_nothing_to_the_task_loss():
     assert history["loss"][0] == pytest.approx(zheng_loss(_logits(net, x), _logits(net, x), y, 0)[0])
 
 
+@pytest.mark.slow
 def test_training_lowers_the_flip_rate_under_noise_compared_with_alpha_zero():
     # A behavioural check of the gradient: a large alpha makes predictions on noisy inputs
     # agree more often with the clean ones than plain training of the same start does.
@@ -195,5 +196,6 @@ print("JAX OK")
 """
 
 
+@pytest.mark.slow
 def test_jax_backend_formula_and_save(run_python):
     assert "JAX OK" in run_python(JAX_SCRIPT, backend="jax")

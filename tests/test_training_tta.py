@@ -72,6 +72,19 @@ def test_flipping_some_images_of_the_batch_changes_nothing_and_symmetric_images_
     np.testing.assert_array_equal(tta.predict(x, verbose=0), tta.predict(some, verbose=0))
 
 
+def test_uint8_images_with_rescaling_inside_the_model_are_exactly_invariant_too():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((12, 12, 2), dtype="uint8"), keras.layers.Rescaling(1 / 255), _cnn()]
+    )
+    x = np.random.default_rng(5).integers(0, 256, (6, 12, 12, 2)).astype("uint8")
+    tta = TestTimeAugmentation(model, flips=True, shifts=[(1, 1)])
+    np.testing.assert_array_equal(tta.predict(x, verbose=0), tta.predict(x[:, :, ::-1], verbose=0))
+    views = _numpy_views(x, True, [(1, 1)], "reflect")
+    expected = np.mean([_softmax(model.predict(v, verbose=0)) for v in views], axis=0)
+    np.testing.assert_allclose(tta.predict(x, verbose=0), expected, atol=2e-6)
+
+
 @pytest.mark.parametrize("mode", ["reflect", "constant"])
 @pytest.mark.parametrize("average", ["probabilities", "logits"])
 def test_output_is_the_average_over_the_views_written_in_numpy(mode, average):

@@ -19,11 +19,29 @@ from keras_tricks.training._common import (
 UNLABELLED = -1
 
 
-def sigmoid_rampup(step, rampup_steps):
+def sigmoid_rampup(step: float, rampup_steps: int) -> float:
     """The mean teacher's ramp-up `exp(-5 (1 - t)**2)`, `t = clip(step / rampup_steps, 0, 1)`.
 
     As `sigmoid_rampup` of the reference code (CuriousAI/mean-teacher, after Laine & Aila
-    2017); 1 from the end of the ramp on, and always 1 when `rampup_steps` is 0.
+    2017, https://arxiv.org/abs/1610.02242); 1 from the end of the ramp on, and always 1 when
+    `rampup_steps` is 0:
+
+    ```python
+    t = min(max(step, 0), rampup_steps) / rampup_steps
+    weight = exp(-5 * (1 - t) ** 2)
+    ```
+
+    Example:
+
+    ```python
+    from keras_tricks.training import sigmoid_rampup
+    weights = [sigmoid_rampup(step, 1000) for step in (0, 500, 1000, 2000)]
+    # [0.0067, 0.2865, 1.0, 1.0]
+    ```
+
+    Args:
+        step: The current training step (0-based).
+        rampup_steps: Length of the ramp in steps, >= 0.
     """
     if rampup_steps == 0:
         return 1.0
@@ -311,6 +329,8 @@ class TwoStreamBatches(keras.utils.PyDataset):
             )
         self.x_labelled = np.asarray(x_labelled)
         self.y_labelled = np.asarray(y_labelled)
+        if np.issubdtype(self.y_labelled.dtype, np.unsignedinteger):
+            self.y_labelled = self.y_labelled.astype(np.int64)  # room for -1 (uint8 datasets)
         self.x_unlabelled = np.asarray(x_unlabelled)
         if len(self.x_labelled) != len(self.y_labelled) or not len(self.x_labelled):
             raise ValueError(

@@ -162,7 +162,10 @@ class TestTimeAugmentation(keras.Model):
         the very same batch.
         """
         mirrored = ops.flip(images, axis=w_axis)
-        diff = ops.reshape(images - mirrored, (ops.shape(images)[0], -1))
+        a, b = images, mirrored
+        if "float" not in str(images.dtype):  # uint8 images: no wrap-around in the difference
+            a, b = ops.cast(a, "float32"), ops.cast(b, "float32")
+        diff = ops.reshape(a - b, (ops.shape(images)[0], -1))
         size = diff.shape[1] if diff.shape[1] is not None else ops.shape(diff)[1]
         positions = ops.arange(size, dtype="int32")
         # First differing position per image (argmax's tie-breaking is not guaranteed on TF).
