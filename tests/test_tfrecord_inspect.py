@@ -82,10 +82,11 @@ def test_sample_grid_without_labels_keeps_the_plain_layout():
 
 
 def test_functions_do_not_shadow_their_modules_and_old_import_paths_still_work():
-    import tfrecord_tools.summary
-    import tfrecord_tools.verification
     from tfrecord_tools.inspect import format_summary as old_format_summary
     from tfrecord_tools.verify import VerifyResult
+
+    import tfrecord_tools.summary
+    import tfrecord_tools.verification
 
     assert callable(tfrecord_tools.inspect) and callable(tfrecord_tools.verify)
     assert tfrecord_tools.inspect is tfrecord_tools.summary.inspect
