@@ -468,9 +468,20 @@ def run_demo(output="runs/demo", quick=False, data_dir=None, seed=0, epochs=None
     return summary
 
 
-def _write_report(path, recipe, summary):
+def _cpu_name():
     import platform
 
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _write_report(path, recipe, summary):
     acc = summary["accuracies"]
     t = summary["timings_s"]
     lines = [
@@ -478,7 +489,7 @@ def _write_report(path, recipe, summary):
         "",
         f"**Test accuracy {summary['test_accuracy']:.4f}** (EMA weights + flip TTA, "
         f"{summary['test_images']:,} test images) in {_format_seconds(summary['seconds'])} "
-        f"wall on {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+        f"wall on {_cpu_name()} ({os.cpu_count()} cores)"
         + (" — `--quick` smoke run, not the real figure." if summary["quick"] else "."),
         "",
         "| evaluation | test accuracy |",
