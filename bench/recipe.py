@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import time
 
@@ -46,21 +45,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_tricks import recipes  # noqa: E402
-from keras_tricks.cli import _demo_settings, epoch_clock, run_demo, time_to_reach  # noqa: E402
+from keras_tricks.cli import (  # noqa: E402
+    _cpu_name,
+    _demo_settings,
+    epoch_clock,
+    run_demo,
+    time_to_reach,
+)
 from keras_tricks.datasets import load_fashion_mnist  # noqa: E402
 from keras_tricks.models import resnet9  # noqa: E402
 from keras_tricks.training import TestTimeAugmentation  # noqa: E402
-
-
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def score(recipe, use_ema, use_tta):
@@ -258,7 +252,7 @@ def main(argv=None):
     _emit(
         {
             "bench": "recipe",
-            "cpu": _cpu(),
+            "cpu": _cpu_name(),
             "cores": os.cpu_count(),
             "keras": keras.__version__,
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
