@@ -71,11 +71,11 @@ from tfrecord_tools.options import ConversionOptions, EncodingOptions
 from tfrecord_tools.plan import (
     ConversionPlan,
     Resolution,
-    ShardTask,
     final_manifest,
     prepare_output,
     read_state,
     resolve,
+    verified_entry,
 )
 from tfrecord_tools.shard import build_shard
 from tfrecord_tools.storage import TEMP_MARK, GfileStore, is_remote, join, temp_name
@@ -284,21 +284,11 @@ class _WriteShardFn(beam.DoFn):
         self.bytes = Metrics.counter("tfrecord_tools", "bytes_written")
         self.kept = Metrics.counter("tfrecord_tools", "shards_kept")
 
-    def _verified(self, store, path, task: ShardTask):
-        if not task.candidates:
-            return None
-        size = store.size(path)
-        candidates = [c for c in task.candidates if c.get("num_bytes") == size]
-        if not candidates:
-            return None
-        digest = store.sha256(path)
-        return next((c for c in candidates if c.get("sha256") == digest), None)
-
     def process(self, element):
         task, payload = element
         store = BeamStore()
         final = join(self.output, task.file)
-        kept = self._verified(store, final, task)
+        kept = verified_entry(store, self.output, task)
         if kept is not None:
             self.kept.inc()
             yield task.split, task.index, kept

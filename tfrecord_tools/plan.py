@@ -316,6 +316,22 @@ def _split_prefix(name: str, split: str) -> str:
     return f"{name}-{split}.tfrecord-"
 
 
+def verified_entry(store: Store, output: str, task: ShardTask) -> dict | None:
+    """The recorded entry whose size and sha256 the shard file on disk matches, else None.
+
+    The local writer and the Beam pipeline both keep a finished shard by this one rule.
+    """
+    if not task.candidates:
+        return None
+    path = join(output, task.file)
+    size = store.size(path)
+    candidates = [c for c in task.candidates if c.get("num_bytes") == size]
+    if not candidates:
+        return None
+    digest = store.sha256(path)
+    return next((c for c in candidates if c.get("sha256") == digest), None)
+
+
 def read_state(store: Store, plan: ConversionPlan) -> OutputState:
     """Read what the resume rule needs from the output (manifest, named splits' files)."""
     output = plan.output

@@ -54,6 +54,7 @@ from tfrecord_tools.plan import (
     read_state,
     resolve,
     shard_indices,
+    verified_entry,
 )
 from tfrecord_tools.shard import ShardResult, frame_record, write_shard
 from tfrecord_tools.storage import (
@@ -244,19 +245,6 @@ def _early_workers(options: ConversionOptions) -> int:
     return min(options.num_workers, options.num_shards)
 
 
-def _verified(store: GfileStore, output: str, task: ShardTask) -> dict | None:
-    """The recorded entry whose size and sha256 the shard file on disk matches, else None."""
-    if not task.candidates:
-        return None
-    path = join(output, task.file)
-    size = store.size(path)
-    candidates = [c for c in task.candidates if c.get("num_bytes") == size]
-    if not candidates:
-        return None
-    digest = store.sha256(path)
-    return next((c for c in candidates if c.get("sha256") == digest), None)
-
-
 def convert_with_options(source: Any, options: ConversionOptions) -> dict:
     """Run one conversion described by `options` (`convert` is the keyword front door)."""
     store = GfileStore()
@@ -304,7 +292,7 @@ def _write(plan, store, run_id, lock, pool, stack) -> dict:
         tasks = [t for t in resolution.tasks if t.split == split]
         kept = 0
         for task in tasks:
-            entry = _verified(store, output, task)
+            entry = verified_entry(store, output, task)
             if entry is None:
                 todo.append(task)
             else:
