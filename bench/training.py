@@ -176,7 +176,11 @@ def bench_stability(cfg, data):
     x, y, xt, yt = data
     out = {"noise_stddev": 0.04}
     # The paper's alpha = 0.01, and a large alpha to show what the term does when it matters.
-    for name, alpha in (("plain", None), ("stability_alpha_0.01", 0.01), ("stability_alpha_1", 1.0)):
+    for name, alpha in (
+        ("plain", None),
+        ("stability_alpha_0.01", 0.01),
+        ("stability_alpha_1", 1.0),
+    ):
         keras.utils.set_random_seed(SEED)
         net = small_cnn(name)
         model = net if alpha is None else StabilityTraining(net, 0.04, alpha, seed=SEED)
@@ -220,14 +224,16 @@ def bench_mean_teacher(cfg, full_train, xt, yt):
     order = rng.permutation(len(x_all))
     n_l, n_u = cfg["mean_teacher_labels"], cfg["mean_teacher_unlabelled"]
     # 1,000 labels balanced over the 10 classes, as the paper's label subsets.
-    labelled = np.concatenate(
-        [order[y_all[order] == c][: n_l // 10] for c in range(10)]
-    )
+    labelled = np.concatenate([order[y_all[order] == c][: n_l // 10] for c in range(10)])
     rest = np.setdiff1d(order, labelled)[:n_u]
     xl, yl, xu = x_all[labelled], y_all[labelled], x_all[rest]
     batches = TwoStreamBatches(
-        xl, yl, xu, batch_size=cfg["batch_size"],
-        labelled_batch_size=cfg["labelled_per_batch"], seed=SEED,
+        xl,
+        yl,
+        xu,
+        batch_size=cfg["batch_size"],
+        labelled_batch_size=cfg["labelled_per_batch"],
+        seed=SEED,
     )
     steps = len(batches) * cfg["mean_teacher_epochs"]
     out = {
@@ -255,7 +261,9 @@ def bench_mean_teacher(cfg, full_train, xt, yt):
     for weight in (100.0, 10.0):
         keras.utils.set_random_seed(SEED)
         model = MeanTeacher(
-            noisy_cnn("student"), ema_decay=0.99, consistency_weight=weight,
+            noisy_cnn("student"),
+            ema_decay=0.99,
+            consistency_weight=weight,
             rampup_steps=steps // 3,
         )
         model.compile(keras.optimizers.Adam(2e-3), loss=ce())
@@ -297,7 +305,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=INT",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=INT",
         help="override one size of the configuration, e.g. --set train_subset=4000",
     )
     args = parser.parse_args(argv)

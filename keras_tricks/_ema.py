@@ -482,9 +482,7 @@ def save_step_state(directory, prefix, step, arrays, extra=None):
 def saved_steps(directory, prefix):
     """The steps whose state `save_step_state` left in `directory`, newest first."""
     return [
-        _read_state(path)[0]
-        for path in _state_files(os.fspath(directory), prefix)
-        if _exists(path)
+        _read_state(path)[0] for path in _state_files(os.fspath(directory), prefix) if _exists(path)
     ]
 
 

@@ -490,7 +490,7 @@ def _drop_last_framed_record(data):
     "before reading, and the record count inside the tf.data pipeline",
     "`ShardMismatchError` naming `g-train.tfrecord-00001-of-00003` of `gs://...` with bytes and "
     "records found and expected; with "
-    "`verify=\"count\"`, `shard gs://... holds 9 records, manifest.json says 10`",
+    '`verify="count"`, `shard gs://... holds 9 records, manifest.json says 10`',
     "Everything; nothing is modified",
 )
 @pytest.mark.slow
@@ -521,8 +521,9 @@ def test_read_dataset_checks_shards_on_gs_through_tf_own_client(tmp_path):
     assert "split 'train' in 'gs://faults/rd' do not match manifest.json" in messages["size"]
     assert f"g-train.tfrecord-00001-of-00003: {len(truncated)} bytes" in messages["size"]
     assert f"; {found} records, manifest.json says 10" in messages["size"]
-    assert f"shard gs://faults/{shard} holds {found} records, manifest.json says 10" in (
-        messages["count"]
+    assert (
+        f"shard gs://faults/{shard} holds {found} records, manifest.json says 10"
+        in (messages["count"])
     )
 
 
@@ -554,7 +555,7 @@ elsewhere(
     "Every shard is stat-ed and every split's shard files listed against the manifest; the "
     "grid is still drawn from the files as they are",
     "`WARNING: 3 file(s) on disk do not match manifest.json (run tfrecord-tools verify <path>)` "
-    "and one line per file (missing, wrong size, not listed); `\"problems\"` in `--json`",
+    'and one line per file (missing, wrong size, not listed); `"problems"` in `--json`',
     "Everything; nothing is modified",
 )
 
@@ -702,9 +703,7 @@ def _interrupted(tmp_path, monkeypatch, x, y, out, **kwargs):
     "overwrite=True (CLI: --overwrite)`; exit 2. With `--overwrite`: the new conversion",
     "With `--overwrite`: exactly the new shards and manifest.json; no old shard or record stays",
 )
-def test_partial_output_with_other_shard_count_is_refused_or_replaced_whole(
-    tmp_path, monkeypatch
-):
+def test_partial_output_with_other_shard_count_is_refused_or_replaced_whole(tmp_path, monkeypatch):
     import tfrecord_tools
 
     rng = np.random.default_rng(2)
@@ -791,9 +790,7 @@ def _unmount(path):
     "Completed shards and their records; no temporary file, no manifest.json",
 )
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_disk_full_is_a_clear_error_exit_2_and_leaves_no_temporary_files(
-    tmp_path, capsys, workers
-):
+def test_disk_full_is_a_clear_error_exit_2_and_leaves_no_temporary_files(tmp_path, capsys, workers):
     from tfrecord_tools.cli import main
 
     mount = tmp_path / "small"
@@ -945,9 +942,7 @@ def test_never_more_worker_processes_than_shards_to_build(tmp_path, monkeypatch)
     "The new conversion",
     "Exactly the new shards and manifest.json",
 )
-def test_beam_overwrite_replaces_a_partial_conversion_like_the_local_writer(
-    tmp_path, monkeypatch
-):
+def test_beam_overwrite_replaces_a_partial_conversion_like_the_local_writer(tmp_path, monkeypatch):
     pytest.importorskip("apache_beam")
     import tfrecord_tools
     from tfrecord_tools.beam import convert_beam

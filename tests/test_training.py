@@ -115,7 +115,11 @@ def test_readme_training_example_runs(tmp_path, fashion_mnist_dir):
     script.write_text(code)
     env = dict(os.environ, PYTHONPATH=ROOT)
     out = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -126,17 +130,32 @@ def test_readme_training_example_runs(tmp_path, fashion_mnist_dir):
 def test_bench_quick_mode_prints_the_four_comparisons(fashion_mnist_dir):
     env = dict(os.environ, PYTHONPATH=ROOT)
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "training.py"), "--quick",
-         "--set", "train_subset=512", "--set", "test_subset=256",
-         "--set", "mean_teacher_unlabelled=384"],
-        env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            os.path.join(ROOT, "bench", "training.py"),
+            "--quick",
+            "--set",
+            "train_subset=512",
+            "--set",
+            "test_subset=256",
+            "--set",
+            "mean_teacher_unlabelled=384",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert result["config"]["train_subset"] == 512
     d = result["distillation"]
-    for key in ("teacher_test_accuracy", "student_alone_test_accuracy",
-                "student_distilled_T20_test_accuracy", "student_distilled_T4_test_accuracy"):
+    for key in (
+        "teacher_test_accuracy",
+        "student_alone_test_accuracy",
+        "student_distilled_T20_test_accuracy",
+        "student_distilled_T4_test_accuracy",
+    ):
         assert 0.0 <= d[key] <= 1.0
     s = result["stability"]
     assert {"plain", "stability_alpha_0.01"} <= set(s)

@@ -44,8 +44,9 @@ def test_loss_on_a_fixed_batch_equals_the_closed_form(temperature, soft_weight):
     x, y = _batch()
     distiller = HintonDistiller(teacher, student, temperature, soft_weight)
     distiller.compile(keras.optimizers.SGD(0.0))  # hard loss: sparse CE on logits (default)
-    expected = hinton_loss(_numpy_logits(teacher, x), _numpy_logits(student, x), y,
-                           temperature, soft_weight)
+    expected = hinton_loss(
+        _numpy_logits(teacher, x), _numpy_logits(student, x), y, temperature, soft_weight
+    )
     assert expected > 0.05  # teacher and student disagree, so the test can fail
     evaluated = distiller.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
     assert evaluated["loss"] == pytest.approx(expected, rel=1e-5)

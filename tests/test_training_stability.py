@@ -69,7 +69,9 @@ def test_compute_loss_called_directly_uses_the_same_formula():
     model.compile(loss=_ce())
     x, y = _batch(8)
     loss = model.compute_loss(x, y, model(x, training=True), training=True)
-    expected, _ = zheng_loss(_logits(net, x), _logits(net, x + _first_noise(x.shape, 0.7, 5)), y, 0.5)
+    expected, _ = zheng_loss(
+        _logits(net, x), _logits(net, x + _first_noise(x.shape, 0.7, 5)), y, 0.5
+    )
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     # Evaluation is the task loss alone: no noise, no stability term.
     loss_eval = model.compute_loss(x, y, model(x), training=False)
@@ -95,7 +97,9 @@ def test_zero_noise_adds_nothing_to_the_task_loss():
     x, y = _batch()
     history = model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0).history
     assert history["stability_loss"][0] == pytest.approx(0.0, abs=1e-7)
-    assert history["loss"][0] == pytest.approx(zheng_loss(_logits(net, x), _logits(net, x), y, 0)[0])
+    assert history["loss"][0] == pytest.approx(
+        zheng_loss(_logits(net, x), _logits(net, x), y, 0)[0]
+    )
 
 
 @pytest.mark.slow

@@ -170,7 +170,8 @@ def test_works_on_a_model_trained_with_ema_weights_swapped_in(tmp_path):
         index = [i for i, v in enumerate(model.weights) if v is source][0]
         averaged.weights[index].assign(keras.ops.convert_to_numpy(average))
     expected = (
-        _softmax(averaged.predict(x, verbose=0)) + _softmax(averaged.predict(x[:, :, ::-1], verbose=0))
+        _softmax(averaged.predict(x, verbose=0))
+        + _softmax(averaged.predict(x[:, :, ::-1], verbose=0))
     ) / 2
     with ema.averaged():
         inside = tta.predict(x, verbose=0)

@@ -220,9 +220,7 @@ def imagenet_resnet50(
         augmentation.append(augment.ColorJitter(c, c, c, seed=seed + 2))
     if hp["pca_lighting"]:
         augmentation.append(augment.PCALighting(hp["pca_lighting"], seed=seed + 3))
-    normalize = augment.Normalize(
-        [m / 255.0 for m in hp["mean"]], [s / 255.0 for s in hp["std"]]
-    )
+    normalize = augment.Normalize([m / 255.0 for m in hp["mean"]], [s / 255.0 for s in hp["std"]])
     return Recipe(
         name="imagenet_resnet50",
         network=network,

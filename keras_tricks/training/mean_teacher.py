@@ -146,7 +146,9 @@ class MeanTeacher(keras.Model):
         ema_decay = check_number("ema_decay", ema_decay)
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"`ema_decay` must be in [0, 1). Received: ema_decay={ema_decay!r}")
-        consistency_weight = check_number("consistency_weight", consistency_weight, non_negative=True)
+        consistency_weight = check_number(
+            "consistency_weight", consistency_weight, non_negative=True
+        )
         rampup_steps = check_int("rampup_steps", rampup_steps, minimum=0)
         from_logits = check_bool("from_logits", from_logits)
         if not model.built or not model.weights:
@@ -183,9 +185,7 @@ class MeanTeacher(keras.Model):
         # Student and clone list their weights in the same order; pair them positionally.
         selected = {id(v) for v in ema_variables(self.student, include_non_trainable=True)}
         return [
-            (s, t)
-            for s, t in zip(self.student.weights, self.teacher.weights)
-            if id(s) in selected
+            (s, t) for s, t in zip(self.student.weights, self.teacher.weights) if id(s) in selected
         ]
 
     def current_ema_decay(self, updates):

@@ -109,9 +109,7 @@ class TestTimeAugmentation(keras.Model):
         flips = check_bool("flips", flips)
         shifts = _check_shifts(shifts)
         if average not in _AVERAGES:
-            raise ValueError(
-                f"`average` must be one of {_AVERAGES}. Received: average={average!r}"
-            )
+            raise ValueError(f"`average` must be one of {_AVERAGES}. Received: average={average!r}")
         from_logits = check_bool("from_logits", from_logits)
         if average == "logits" and not from_logits:
             raise ValueError(
@@ -216,7 +214,9 @@ class TestTimeAugmentation(keras.Model):
 
     def call(self, inputs, training=False):
         views = self.views(inputs)
-        outputs = check_logits("model", self.model(ops.concatenate(views, axis=0), training=training))
+        outputs = check_logits(
+            "model", self.model(ops.concatenate(views, axis=0), training=training)
+        )
         num_classes = outputs.shape[-1]
         if self.average == "probabilities" and self.from_logits:
             outputs = ops.softmax(outputs, axis=-1)
