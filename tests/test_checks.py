@@ -1,11 +1,39 @@
 """Tests for keras_tricks._checks: one message style, one bool/NaN rule, keyword hints."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from keras_tricks import _checks, augment, data, losses, lr_finder, models, optimizers, schedules
+
+TFRECORD_CHECKS_IMPORT = """
+import importlib.util, json, sys
+import tfrecord_tools._checks
+through_package = "tensorflow" in sys.modules
+# The module on its own, outside the package, with NumPy unloaded: stdlib only or it fails here.
+origin = importlib.util.find_spec("tfrecord_tools._checks").origin
+for name in [m for m in sys.modules if m.split(".")[0] in ("numpy", "tfrecord_tools")]:
+    del sys.modules[name]
+spec = importlib.util.spec_from_file_location("checks_alone", origin)
+spec.loader.exec_module(importlib.util.module_from_spec(spec))
+print(json.dumps([through_package, "numpy" in sys.modules, "tensorflow" in sys.modules]))
+"""
+
+
+def test_tfrecord_tools_checks_import_without_tensorflow(run_python):
+    # keras_tricks may import tfrecord_tools, never the reverse, so the one implementation lives in
+    # tfrecord_tools and must stay light: the writer's worker processes import it.
+    out = run_python(TFRECORD_CHECKS_IMPORT, backend="tensorflow")
+    assert json.loads(out.splitlines()[-1]) == [False, False, False]
+
+
+def test_keras_tricks_checks_re_exports_the_tfrecord_tools_functions():
+    from tfrecord_tools import _checks as shared
+
+    assert _checks.__all__ == shared.__all__
+    assert all(getattr(_checks, name) is getattr(shared, name) for name in shared.__all__)
 
 
 def message(call):
