@@ -83,15 +83,8 @@ TF_ONLY_TESTS = {
     ),
     "test_augment.py::test_works_in_tf_data_and_under_xla_in_a_model": "tf.data and tf.function",
 }
-JAX_XFAILS = {
-    # Fails on both backends for most seeds (TF: p < 1e-4 for seeds 1, 2, 4 of 0-5): log(w / h)
-    # of the *rounded* integer box sides is not uniform on 10 bins at n = 20000; seed 3 passes
-    # on TF by luck, and JAX's generator draws other numbers from the same seed.
-    "test_augment.py::test_random_resized_crop_area_in_scale_and_aspect_log_uniform_in_ratio": (
-        "chi-square of log(round(w) / round(h)) rejects for most seeds on both backends "
-        "(rounding, not the backend); passes on TF only for seed 3"
-    ),
-}
+# Tests that fail on JAX for a known reason, each with that reason (strict: a pass is an error).
+JAX_XFAILS: dict[str, str] = {}
 
 
 def pytest_configure(config):
