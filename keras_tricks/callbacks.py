@@ -6,9 +6,11 @@ import numbers
 import keras
 
 from keras_tricks._checks import check_int
+from keras_tricks.ema import ExponentialMovingAverage
 
-# ExponentialMovingAverage is re-exported from keras_tricks._ema at the end of the module.
-__all__ = ["LinearWarmup", "LearningRateLogger", "ExponentialMovingAverage"]
+# The EMA callback lives in keras_tricks.ema (with the helpers MeanTeacher shares); it is
+# re-exported here, the module of its family, as `keras_tricks.callbacks.ExponentialMovingAverage`.
+__all__ = ["ExponentialMovingAverage", "LearningRateLogger", "LinearWarmup"]
 
 
 def _inner_optimizer(optimizer):
@@ -182,6 +184,3 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.learning_rates:
             logs[self.key] = self.learning_rates[-1]
-
-
-from keras_tricks._ema import ExponentialMovingAverage  # noqa: E402,F401

@@ -1,22 +1,38 @@
-"""Exponential moving average of all model weights, BatchNorm statistics included, as a callback."""
+"""Exponential moving average of all model weights, BatchNorm statistics included.
+
+`ExponentialMovingAverage` is the callback (also `keras_tricks.callbacks.ExponentialMovingAverage`);
+`ema_variables` and `ema_values` are the selection and the arithmetic it shares with
+`keras_tricks.training.MeanTeacher`.
+"""
+
+from __future__ import annotations
 
 import contextlib
-import io
 import os
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
+
+from keras_tricks._state_files import (
+    delete_step_states,
+    load_step_state,
+    save_step_state,
+    saved_steps,
+)
+
+__all__ = ["ExponentialMovingAverage", "ema_values", "ema_variables"]
 
 _STATE_PREFIX = "ema_state"  # ema_state.npz and ema_state.prev.npz, tagged with their step
 
 
-def _is_float(variable):
+def _is_float(variable: Any) -> bool:
     return "float" in str(variable.dtype)
 
 
-def ema_variables(model: keras.Model, include_non_trainable: bool = True) -> list:
+def ema_variables(model: keras.Model, include_non_trainable: bool = True) -> list[Any]:
     """The variables an EMA of `model` averages: the trainable ones, plus (optionally) the
     non-trainable float ones such as BatchNorm's moving mean and variance, in `model.weights`
     order. Integer state (seed generators, counters) is never averaged."""
@@ -25,7 +41,7 @@ def ema_variables(model: keras.Model, include_non_trainable: bool = True) -> lis
     return list(model.trainable_weights)
 
 
-def ema_values(decay, averages: list, values: list) -> list:
+def ema_values(decay: Any, averages: list[Any], values: list[Any]) -> list[Any]:
     """One EMA step, pure: `average + (1 - decay) * (value - average)` for each pair."""
     out = []
     for average, value in zip(averages, values):
@@ -111,16 +127,16 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     def __init__(
         self,
-        decay=0.999,
-        every_n_steps=1,
-        warmup=True,
-        include_non_trainable=True,
-        filepath=None,
-        backup_dir=None,
-        save_freq="epoch",
-        delete_backup=True,
-        compiled=True,
-    ):
+        decay: float = 0.999,
+        every_n_steps: int = 1,
+        warmup: bool = True,
+        include_non_trainable: bool = True,
+        filepath: str | os.PathLike[str] | None = None,
+        backup_dir: str | os.PathLike[str] | None = None,
+        save_freq: str | int = "epoch",
+        delete_backup: bool = True,
+        compiled: bool = True,
+    ) -> None:
         super().__init__()
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
             raise ValueError(f"`decay` must be a number in (0, 1). Received: decay={decay!r}")
@@ -165,12 +181,12 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ state
     @property
-    def average_variables(self):
+    def average_variables(self) -> list[Any] | None:
         """The averaged values, one `keras.Variable` per averaged model variable (or None)."""
         return self._averages
 
     @property
-    def averaged_model_variables(self):
+    def averaged_model_variables(self) -> list[Any] | None:
         """The model variables being averaged, in the order of `average_variables`."""
         return self._sources
 
@@ -190,7 +206,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         self.steps = 0
         self.num_updates = 0
 
-    def current_decay(self, step):
+    def current_decay(self, step: int) -> float:
         """The decay applied by the update after training step `step` (1-based)."""
         if self.warmup:
             return min(self.decay, (1.0 + step) / (10.0 + step))
@@ -232,7 +248,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             return update_jax
         return update_in_place
 
-    def update(self, step=None):
+    def update(self, step: int | None = None) -> None:
         """Fold the model's current weights into the averages (as after training step `step`)."""
         model = self.model  # on JAX this attaches the latest training state to the variables
         self._ensure_built(model)
@@ -249,7 +265,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         self._swapped = not self._swapped
 
     @contextlib.contextmanager
-    def averaged(self):
+    def averaged(self) -> Iterator[keras.Model]:
         """Context manager: the model holds the averaged weights inside, the raw ones after."""
         if self._averages is None:
             raise ValueError("No averages yet: train with this callback first.")
@@ -262,7 +278,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             if entered:
                 self._swap()
 
-    def apply_average(self):
+    def apply_average(self) -> None:
         """Copy the averages into the model for good (e.g. before export); raw weights are lost."""
         if self._averages is None:
             raise ValueError("No averages yet: train with this callback first.")
@@ -374,135 +390,3 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
 
     on_predict_begin = on_test_begin
     on_predict_end = on_test_end
-
-
-# ------------------------------------------- step-tagged state files, local or gs:// (atomic)
-# A checkpoint made of several files (Keras's weights file, the EMA state, augmentation random
-# state) cannot be written atomically as a whole; a kill between two of the writes would mix
-# steps. So each side state records the optimizer step it belongs to, and the previous one is
-# kept beside it (`{prefix}.npz`, `{prefix}.prev.npz`): whichever step the weights file holds
-# after a kill, its side state is still on disk, provided side states are written before the
-# weights (`ExponentialMovingAverage(backup_dir=)`, `keras_tricks.recipes.ResumableBackup`).
-
-
-def _is_remote(path):
-    return "://" in str(path)
-
-
-def _gfile(path):
-    try:
-        import tensorflow as tf
-    except ImportError as error:  # pragma: no cover - TF is installed wherever tests run
-        raise ValueError(
-            f"Writing to {path!r} needs TensorFlow's file system (tf.io.gfile); install "
-            "tensorflow or use a local directory."
-        ) from error
-    return tf.io.gfile
-
-
-def write_file_atomic(path, data):
-    """Write `data` (bytes) to `path` so a reader sees the old or the new file, never a part.
-
-    Locally a temporary file then `os.replace`; on `gs://` one object upload, which GCS makes
-    visible only when complete.
-    """
-    path = os.fspath(path)
-    if _is_remote(path):
-        with _gfile(path).GFile(path, "wb") as f:
-            f.write(data)
-        return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _join(directory, name):
-    if _is_remote(directory):
-        return f"{directory.rstrip('/')}/{name}"
-    return os.path.join(directory, name)
-
-
-def _exists(path):
-    return _gfile(path).exists(path) if _is_remote(path) else os.path.exists(path)
-
-
-def _read(path):
-    if _is_remote(path):
-        with _gfile(path).GFile(path, "rb") as f:
-            return f.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _state_files(directory, prefix):
-    return _join(directory, f"{prefix}.npz"), _join(directory, f"{prefix}.prev.npz")
-
-
-def _read_state(path):
-    with np.load(io.BytesIO(_read(path))) as state:
-        arrays = [state[f"array_{i}"] for i in range(int(state["num_arrays"]))]
-        extra = {k[len("extra_") :]: state[k].item() for k in state.files if k.startswith("extra_")}
-        return int(state["step"]), arrays, extra
-
-
-def save_step_state(directory, prefix, step, arrays, extra=None):
-    """Save `arrays` for optimizer step `step` as `directory/{prefix}.npz`, keeping the previous.
-
-    The previous file becomes `{prefix}.prev.npz` (a rename), then the new one is written
-    atomically; a kill at any point leaves the state of this step or of the one before.
-
-    Args:
-        directory: local or `gs://` directory (created if needed).
-        prefix: file name, one per kind of state.
-        step: the optimizer step the state belongs to.
-        arrays: list of NumPy arrays.
-        extra: optional dict of scalars stored with them.
-    """
-    directory = os.fspath(directory)
-    current, previous = _state_files(directory, prefix)
-    if _is_remote(directory):
-        gfile = _gfile(directory)
-        gfile.makedirs(directory)
-        if gfile.exists(current):
-            gfile.rename(current, previous, overwrite=True)
-    else:
-        os.makedirs(directory, exist_ok=True)
-        if os.path.exists(current):
-            os.replace(current, previous)
-    buffer = io.BytesIO()
-    named = {f"array_{i}": a for i, a in enumerate(arrays)}
-    named.update({f"extra_{k}": np.asarray(v) for k, v in (extra or {}).items()})
-    np.savez(buffer, step=int(step), num_arrays=len(arrays), **named)
-    write_file_atomic(current, buffer.getvalue())
-
-
-def saved_steps(directory, prefix):
-    """The steps whose state `save_step_state` left in `directory`, newest first."""
-    return [
-        _read_state(path)[0] for path in _state_files(os.fspath(directory), prefix) if _exists(path)
-    ]
-
-
-def load_step_state(directory, prefix, step, with_extra=False):
-    """The arrays `save_step_state` saved at `step` (and its `extra` dict), or None if neither
-    the current nor the previous file is of that step."""
-    for path in _state_files(os.fspath(directory), prefix):
-        if _exists(path):
-            saved_step, arrays, extra = _read_state(path)
-            if saved_step == int(step):
-                return (arrays, extra) if with_extra else arrays
-    return None
-
-
-def delete_step_states(directory, prefix):
-    """Remove the state files `save_step_state` wrote under `prefix`."""
-    for path in _state_files(os.fspath(directory), prefix):
-        # Best effort (a missing file is fine); tf.errors.NotFoundError is not an OSError.
-        with contextlib.suppress(Exception):
-            if _is_remote(path):
-                _gfile(path).remove(path)
-            else:
-                os.remove(path)

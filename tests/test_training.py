@@ -23,6 +23,8 @@ def test_each_technique_is_a_registered_keras_model(name):
     cls = getattr(training, name)
     assert issubclass(cls, keras.Model)
     assert keras.saving.get_registered_object(f"keras_tricks>{name}") is cls
+    # The name saved files carry: moving a class between modules must not change it.
+    assert keras.saving.get_registered_name(cls) == f"keras_tricks>{name}"
     assert cls.__doc__ and "Example:" in cls.__doc__ and "Args:" in cls.__doc__
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_tricks._checks import check_int, check_number
-from keras_tricks._ema import ema_values, ema_variables
+from keras_tricks.ema import ema_values, ema_variables
 from keras_tricks.training._common import (
     check_bool,
     check_classifier,
@@ -92,7 +92,7 @@ class MeanTeacher(keras.Model):
     teacher's output carries no gradient, and both models run in training mode, so augmentation
     layers and dropout inside the model draw independently for each. The teacher is frozen
     (`trainable = False`), so its BatchNorm layers use the averaged statistics. The EMA update is
-    `keras_tricks._ema.ema_values` (the arithmetic of `callbacks.ExponentialMovingAverage`) over
+    `keras_tricks.ema.ema_values` (the arithmetic of `callbacks.ExponentialMovingAverage`) over
     the variables `ema_variables` selects, run inside the compiled train step.
 
     `evaluate`, `predict`, calling the model and `validation_data` use the teacher;
