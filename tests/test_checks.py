@@ -69,6 +69,18 @@ def test_numpy_scalars_are_numbers_and_integers():
         _checks.check_int("n", True)
 
 
+def test_integer_maximum_is_inclusive_and_named_in_the_message():
+    # JPEG quality is 1..100 (Pillow's scale): both ends are valid, one past either end is not.
+    assert _checks.check_int("quality", 100, maximum=100) == 100
+    assert _checks.check_int("quality", np.int64(1), maximum=100) == 1
+    assert message(lambda: _checks.check_int("quality", 101, maximum=100)) == (
+        "`quality` must be an integer >= 1 and <= 100. Received: quality=101"
+    )
+    assert _checks.check_int("n", None, maximum=3, allow_none=True) is None
+    with pytest.raises(ValueError, match=r">= 1 and <= 3 or None. Received: n=4"):
+        _checks.check_int("n", 4, maximum=3, allow_none=True)
+
+
 def test_bounds_open_closed_and_finite():
     assert _checks.check_number("m", 0.0, minimum=0.0, maximum=1.0, max_open=True) == 0.0
     with pytest.raises(ValueError, match=r"< 1.0. Received: m=1.0"):

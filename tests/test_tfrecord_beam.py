@@ -236,9 +236,9 @@ def test_beam_refuses_an_output_holding_a_different_conversion(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"num_shards": 0}, "num_shards must be a positive integer; received 0"),
-        ({"image_format": "gif"}, "image_format must be one of"),
-        ({"num_shards": 500}, "num_shards=500 is more than the 120 records"),
+        ({"num_shards": 0}, "`num_shards` must be an integer >= 1 or None. Received: num_shards=0"),
+        ({"image_format": "gif"}, "`image_format` must be one of"),
+        ({"num_shards": 500}, "at most the 120 records of split 'train'. Received: num_shards=500"),
     ],
 )
 def test_beam_rejects_bad_arguments_before_running(tmp_path, kwargs, message):

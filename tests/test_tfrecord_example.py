@@ -127,18 +127,19 @@ def test_shard_statistics_equal_numpy_sums_and_bincount():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: ex.encode_image(np.zeros((4, 4)), "gif"), "image_format must be one of"),
+        (lambda: ex.encode_image(np.zeros((4, 4)), "gif"), "`image_format` must be one of"),
         (
             lambda: ex.encode_image(np.zeros((4, 4)), "jpeg", quality=0),
-            "quality must be an integer in 1..100",
+            "`quality` must be an integer >= 1 and <= 100. Received: quality=0",
         ),
         (
             lambda: ex.encode_image(np.zeros((4, 4, 2))),
-            r"C in \(1, 3, 4\); received shape \(4, 4, 2\)",
+            r"C in \(1, 3, 4\). Received: image.shape=\(4, 4, 2\)",
         ),
         (lambda: ex.encode_image(np.full((2, 2), 256.0)), "whole numbers in 0..255"),
         (lambda: ex.encode_image(np.zeros((2, 2, 4)), "jpeg"), "JPEG stores 1 or 3 channels"),
         (lambda: ex.decode_image(b"\0" * 5, "raw", (2, 2, 1)), "raw image has 5 bytes"),
+        (lambda: ex.decode_image(b"\0" * 4, "raw"), "`shape` must be .*Received: shape=None"),
     ],
 )
 def test_bad_image_arguments_raise_value_error_naming_them(call, match):

@@ -87,5 +87,5 @@ def test_read_manifest_rejects_missing_and_foreign_files(tmp_path):
 
 @pytest.mark.parametrize("bad", ["", "a-b", "a/b", "has space", 3])
 def test_check_name_rejects_characters_that_break_shard_names(bad):
-    with pytest.raises(ValueError, match="name must be a non-empty string"):
+    with pytest.raises(ValueError, match="`name` must be a non-empty string.*Received: name="):
         mf.check_name(bad, "name")

@@ -171,7 +171,10 @@ def test_output_holding_a_different_conversion_is_refused_unless_overwrite(tmp_p
     tfrecord_tools.write_shards(x, y, str(tmp_path), num_shards=2, name="d", progress=False)
     with pytest.raises(
         ValueError,
-        match=r"already holds a different conversion.*image_format: existing 'png' != requested 'raw'",
+        match=(
+            r"already holds a different conversion.*"
+            r"image_format: existing 'png' != requested 'raw'"
+        ),
     ):
         tfrecord_tools.write_shards(
             x, y, str(tmp_path), num_shards=2, name="d", image_format="raw", progress=False
@@ -197,14 +200,22 @@ def test_output_holding_a_different_conversion_is_refused_unless_overwrite(tmp_p
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"num_shards": 0}, "num_shards must be a positive integer; received 0"),
-        ({"num_shards": 500}, "num_shards=500 is more than the 20 records of split 'train'"),
-        ({"num_workers": 0}, "num_workers must be a positive integer; received 0"),
-        ({"image_format": "webp"}, "image_format must be one of"),
-        ({"quality": 101}, "quality must be an integer in 1..100; received 101"),
-        ({"compression": "zstd"}, "compression must be None or 'GZIP'; received 'zstd'"),
-        ({"name": "my-data"}, "name must be a non-empty string"),
-        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"num_shards": 0}, "`num_shards` must be an integer >= 1 or None. Received: num_shards=0"),
+        (
+            {"num_shards": 500},
+            "`num_shards` must be at most the 20 records of split 'train'. "
+            "Received: num_shards=500",
+        ),
+        ({"num_shards": {"valid": 2}}, r"keyed by splits of the source \['train'\]"),
+        ({"num_workers": 0}, "`num_workers` must be an integer >= 1. Received: num_workers=0"),
+        ({"image_format": "webp"}, "`image_format` must be one of"),
+        ({"quality": 101}, "`quality` must be an integer >= 1 and <= 100. Received: quality=101"),
+        (
+            {"compression": "zstd"},
+            "`compression` must be None or 'GZIP'. Received: compression='zstd'",
+        ),
+        ({"name": "my-data"}, "`name` must be a non-empty string"),
+        ({"seed": -1}, "`seed` must be an integer >= 0. Received: seed=-1"),
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(tmp_path, kwargs, match):
@@ -284,7 +295,8 @@ def test_sigkill_midway_leaves_only_correct_shards_and_the_rerun_equals_a_clean_
     out = str(tmp_path / "killed")
     script = (
         "import tfrecord_tools\n"
-        f"tfrecord_tools.convert({source!r}, {out!r}, num_workers=2, progress=False, **{kwargs!r})\n"
+        f"tfrecord_tools.convert({source!r}, {out!r}, num_workers=2, progress=False,"
+        f" **{kwargs!r})\n"
     )
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
@@ -360,9 +372,11 @@ def test_conversion_options_are_checked_normalised_and_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.seed = 3
     assert options.replace(seed=3).seed == 3 and options.seed == 0
-    with pytest.raises(ValueError, match=r"alpha must be one of \('error', 'composite', 'keep'\)"):
+    with pytest.raises(
+        ValueError, match=r"`alpha` must be one of \('error', 'composite', 'keep'\)"
+    ):
         ConversionOptions("out", alpha="drop")
-    with pytest.raises(ValueError, match=r"num_shards\['a'\] must be a positive integer"):
+    with pytest.raises(ValueError, match=r"`num_shards\['a'\]` must be an integer >= 1"):
         ConversionOptions("out", num_shards={"a": 0})
 
 

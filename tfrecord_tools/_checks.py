@@ -93,12 +93,28 @@ def check_number(
     return number
 
 
-def check_int(name: str, value: Any, *, minimum: int = 1, allow_none: bool = False) -> Any:
-    """Return `value` as an int (None if allowed and given), or raise unless an int >= minimum."""
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int = 1,
+    maximum: int | None = None,
+    allow_none: bool = False,
+) -> Any:
+    """Return `value` as an int (None if allowed and given), or raise unless an int >= minimum.
+
+    `maximum`, when given, is an inclusive upper bound.
+    """
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        fail(name, f"an integer >= {minimum}" + (" or None" if allow_none else ""), value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        fail(name, allowed + (" or None" if allow_none else ""), value)
     return int(value)
 
 

@@ -26,6 +26,8 @@ import zlib
 
 import numpy as np
 
+from tfrecord_tools._checks import check_int, check_one_of, fail
+
 __all__ = [
     "FEATURE_ENCODED",
     "FEATURE_FORMAT",
@@ -101,10 +103,7 @@ def as_hwc_uint8(image):
         arr = arr[:, :, None]
     # TensorFlow's decoders accept 1, 3 or 4 channels (not grey+alpha).
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(
-            f"image must have shape (H, W) or (H, W, C) with C in (1, 3, 4); "
-            f"received shape {arr.shape}."
-        )
+        fail("image.shape", "(H, W) or (H, W, C) with C in (1, 3, 4)", np.shape(image))
     if arr.dtype != np.uint8:
         if arr.size and (arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr))):
             raise ValueError(
@@ -136,7 +135,7 @@ def _paeth_filtered_rows(rows, bpp):
 
 @functools.lru_cache(maxsize=64)
 def _png_header(height, width, channels):
-    """The PNG signature and IHDR chunk `encode_png` writes for an image of this shape (33 bytes)."""
+    """The PNG signature and IHDR chunk `encode_png` writes for an image of this shape (33 B)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPE[channels], 0, 0, 0)
     return _PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr)
 
@@ -201,18 +200,12 @@ def _encode_jpeg(img, quality):
 
 def check_image_format(image_format):
     """Raise ValueError unless `image_format` is one of `IMAGE_FORMATS`."""
-    if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}; received {image_format!r}.")
+    check_one_of("image_format", image_format, IMAGE_FORMATS)
 
 
 def check_quality(quality):
     """Raise ValueError unless `quality` is a JPEG quality, an integer in 1..100."""
-    if (
-        isinstance(quality, bool)
-        or not isinstance(quality, (int, np.integer))
-        or not 1 <= quality <= 100
-    ):
-        raise ValueError(f"quality must be an integer in 1..100; received {quality!r}.")
+    check_int("quality", quality, minimum=1, maximum=100)
 
 
 def encode_image(image, image_format="png", quality=95):
@@ -269,11 +262,12 @@ def decode_image(data, image_format, shape=None):
     check_image_format(image_format)
     if image_format == "raw":
         if shape is None:
-            raise ValueError("shape=(height, width, channels) is required to decode raw images.")
+            fail("shape", "(height, width, channels) to decode raw images", shape)
         arr = np.frombuffer(data, np.uint8)
-        if arr.size != int(np.prod(shape)):
+        needed = int(np.prod(shape))
+        if arr.size != needed:
             raise ValueError(
-                f"raw image has {arr.size} bytes but shape {tuple(shape)} needs {int(np.prod(shape))}."
+                f"raw image has {arr.size} bytes but shape {tuple(shape)} needs {needed}."
             )
         return arr.reshape(shape).copy()
     from PIL import Image

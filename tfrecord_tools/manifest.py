@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from tfrecord_tools._checks import fail
+
 __all__ = [
     "MANIFEST_NAME",
     "FORMAT_VERSION",
@@ -95,12 +97,10 @@ def _gfile():
 
 
 def check_name(value: Any, argument: str) -> str:
-    """Raise ValueError unless `value` is usable in a shard file name (letters, digits, `_`, `.`)."""
+    """Raise ValueError unless `value` is usable in a shard file name (letters, digits, _ or .)."""
     if not isinstance(value, str) or not _NAME_RE.match(value):
-        raise ValueError(
-            f"{argument} must be a non-empty string of letters, digits, '_' or '.' (it becomes "
-            f"part of the shard file names); received {value!r}."
-        )
+        # It becomes part of the shard file names.
+        fail(argument, "a non-empty string of letters, digits, '_' or '.'", value)
     return value
 
 
@@ -176,7 +176,7 @@ def pixel_stats(images: Iterable[Any] = (), channels: int | None = None) -> dict
         img = img[:, :, None] if img.ndim == 2 else img
         c = img.shape[-1]
         if img.ndim not in (3, 4):
-            raise ValueError(f"images must be (H, W[, C]) or (N, H, W, C); received {img.shape}.")
+            fail("image.shape", "(H, W[, C]) or (N, H, W, C)", np.shape(image))
         if total is None:
             total, total_sq = [0] * c, [0] * c
         if c != len(total):

@@ -23,8 +23,7 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
+from tfrecord_tools._checks import check_int, check_one_of, fail
 from tfrecord_tools.example import check_image_format, check_quality
 from tfrecord_tools.manifest import check_name
 
@@ -36,20 +35,12 @@ COMPRESSIONS = (None, "GZIP")
 ALPHA_MODES = ("error", "composite", "keep")
 
 
-def _positive_int(value: Any, argument: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer; received {value!r}.")
-    return int(value)
-
-
 def _compression(value: Any) -> str | None:
     if value in (None, "", "none", "NONE", False):
         return None
     if value is True or (isinstance(value, str) and value.upper() in ("GZIP", "GZ")):
         return "GZIP"
-    raise ValueError(f"compression must be None or 'GZIP'; received {value!r}.")
+    fail("compression", "None or 'GZIP'", value)
 
 
 def _split_names(value: Any) -> tuple[str, ...] | None:
@@ -58,7 +49,7 @@ def _split_names(value: Any) -> tuple[str, ...] | None:
     names = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(str(n).strip() for n in names if str(n).strip())
     if not names:
-        raise ValueError(f"split must name at least one split; received {value!r}.")
+        fail("split", "None or at least one split name ('train', 'train,test' or a list)", value)
     return names
 
 
@@ -127,35 +118,29 @@ class ConversionOptions:
 
         output = self.output
         if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
-            raise ValueError(f"output must be a directory path or gs:// URL; received {output!r}.")
+            fail("output", "a directory path or gs:// URL", output)
         put("output", os.fspath(output))
         put("split", _split_names(self.split))
         num_shards = self.num_shards
         if isinstance(num_shards, Mapping):
-            checked = {
-                str(k): _positive_int(v, f"num_shards[{k!r}]") for k, v in num_shards.items()
-            }
+            checked = {str(k): check_int(f"num_shards[{k!r}]", v) for k, v in num_shards.items()}
             put("num_shards", types.MappingProxyType(checked))
         else:
-            put("num_shards", _positive_int(num_shards, "num_shards", allow_none=True))
-        put("num_workers", _positive_int(self.num_workers, "num_workers"))
+            put("num_shards", check_int("num_shards", num_shards, allow_none=True))
+        put("num_workers", check_int("num_workers", self.num_workers))
         check_image_format(self.image_format)
         check_quality(self.quality)
         put("quality", int(self.quality))
         put("compression", _compression(self.compression))
-        seed = self.seed
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer; received {seed!r}.")
-        put("seed", int(seed))
+        put("seed", check_int("seed", self.seed, minimum=0))
         if self.name is not None:
             check_name(self.name, "name")
         if self.label_names is not None and not isinstance(self.label_names, str):
             names = self.label_names
             if not isinstance(names, Sequence):
-                raise ValueError(f"label_names must be a list of class names; received {names!r}.")
+                fail("label_names", "a list of class names or a known dataset's name", names)
             put("label_names", tuple(str(n) for n in names))
-        if self.alpha not in ALPHA_MODES:
-            raise ValueError(f"alpha must be one of {ALPHA_MODES}; received {self.alpha!r}.")
+        check_one_of("alpha", self.alpha, ALPHA_MODES)
         for flag in ("shuffle", "skip_corrupt", "overwrite", "progress"):
             put(flag, bool(getattr(self, flag)))
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from tfrecord_tools import manifest as mf
+from tfrecord_tools._checks import fail
 from tfrecord_tools.options import ConversionOptions
 from tfrecord_tools.sources import Source, open_source
 from tfrecord_tools.storage import TEMP_MARK, Store, join, temp_run_id
@@ -196,10 +197,9 @@ class ConversionPlan:
         if isinstance(options.num_shards, Mapping):
             unknown = sorted(set(options.num_shards) - set(src.splits))
             if unknown:
-                raise ValueError(
-                    f"num_shards names splits {unknown} that the source does not have "
-                    f"({sorted(src.splits)})."
-                )
+                known = sorted(src.splits)
+                allowed = f"an integer or a mapping keyed by splits of the source {known}"
+                fail("num_shards", allowed, dict(options.num_shards))
         config = {
             "name": name,
             "source": src.description,
@@ -214,9 +214,7 @@ class ConversionPlan:
             n = data.num_records
             k = options.shards_for(split_name) or default_num_shards(n)
             if k > max(n, 1):
-                raise ValueError(
-                    f"num_shards={k} is more than the {n} records of split {split_name!r}."
-                )
+                fail("num_shards", f"at most the {n} records of split {split_name!r}", k)
             splits[split_name] = SplitPlan(
                 name=split_name,
                 data=data,
