@@ -14,14 +14,14 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # Reinstall only when the dependencies change.
-$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test,plot]"
 	touch $@
 
 install: $(VENV)/.installed
 
 # The demo needs only the package and matplotlib, not the test stack (JAX, Beam, emulators).
-$(VENV)/.installed-demo: setup.cfg pyproject.toml | $(BIN)/python
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[plot]"
 	touch $@
 

@@ -1,5 +1,7 @@
 """Tests for the keras_tricks package itself: lazy submodules, one version, typing marker."""
 
+import ast
+import importlib
 import importlib.metadata
 import pathlib
 
@@ -34,13 +36,29 @@ def test_every_public_module_is_reachable_and_unknown_names_raise():
         keras_tricks.not_a_module  # noqa: B018
 
 
-def test_the_version_is_written_once_and_packaging_reads_it():
-    from setuptools.config.setupcfg import read_configuration
+def _pyproject():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: pytest depends on tomli there
+        import tomli as tomllib
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
 
-    assert keras_tricks.__version__ == _version.__version__
-    setup_cfg = read_configuration(str(ROOT / "setup.cfg"))
-    assert setup_cfg["metadata"]["version"] == _version.__version__
-    assert "attr: keras_tricks._version.__version__" in (ROOT / "setup.cfg").read_text()
+
+def test_the_version_is_written_once_and_packaging_reads_it():
+    project = _pyproject()
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    attr = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attr == "keras_tricks._version.__version__"
+    # setuptools reads the attribute statically: it must be a plain string literal.
+    module = ast.parse((ROOT / "keras_tricks" / "_version.py").read_text())
+    (literal,) = [
+        node.value.value
+        for node in module.body
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ["__version__"]
+    ]
+    assert literal == _version.__version__ == keras_tricks.__version__
+    assert not (ROOT / "setup.cfg").exists(), "the metadata lives in pyproject.toml only"
     try:
         installed = importlib.metadata.version("keras-tricks")
     except importlib.metadata.PackageNotFoundError:
@@ -49,5 +67,14 @@ def test_the_version_is_written_once_and_packaging_reads_it():
     assert installed == _version.__version__
 
 
-def test_the_package_declares_inline_types():
-    assert (ROOT / "keras_tricks" / "py.typed").is_file()
+def test_both_packages_declare_inline_types_and_ship_the_marker():
+    package_data = _pyproject()["tool"]["setuptools"]["package-data"]
+    for package in ("keras_tricks", "tfrecord_tools"):
+        assert (ROOT / package / "py.typed").is_file()
+        assert "py.typed" in package_data[package]  # PEP 561: the marker goes into the wheel
+
+
+def test_the_console_scripts_point_at_callables():
+    for name, target in _pyproject()["project"]["scripts"].items():
+        module_name, _, func = target.partition(":")
+        assert callable(getattr(importlib.import_module(module_name), func)), name
