@@ -135,11 +135,18 @@ def test_file_autoshard_gives_each_worker_whole_distinct_shards(tmp_path):
 def test_unknown_split_and_bad_parallelism_are_value_errors(tmp_path):
     out, _, _ = _write(tmp_path, "raw")
     with pytest.raises(
-        ValueError, match="split 'validation' is not in .* it has splits \\['train'\\]"
+        ValueError, match=r"`split` must be a split of .*, one of \['train'\]. Received: split="
     ):
         tfrecord_tools.read_dataset(out, "validation")
-    with pytest.raises(ValueError, match="num_parallel_reads must be a positive integer or None"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            "`num_parallel_reads` must be an integer >= 1 or None. Received: num_parallel_reads=0"
+        ),
+    ):
         tfrecord_tools.read_dataset(out, "train", num_parallel_reads=0)
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1 or None"):
+        tfrecord_tools.read_dataset(out, "train", batch_size=True)
     with pytest.raises(FileNotFoundError, match="No manifest.json"):
         tfrecord_tools.read_dataset(str(tmp_path / "nothing"), "train")
 
@@ -237,7 +244,7 @@ def test_missing_shard_is_named_before_reading(tmp_path):
 
 def test_bad_verify_value_is_a_value_error(tmp_path):
     out, _, _ = _write(tmp_path, "raw")
-    with pytest.raises(ValueError, match="verify must be one of \\('all', 'size', 'count'"):
+    with pytest.raises(ValueError, match="`verify` must be one of \\('all', 'size', 'count'"):
         tfrecord_tools.read_dataset(out, "train", verify="sha256")
 
 

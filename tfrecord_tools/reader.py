@@ -20,10 +20,12 @@ epochs) or rewritten to the same size. `verify` checks every byte (sha256, CRC, 
 checks are what reading can afford on every pass.
 """
 
+import numbers
 import re
 from concurrent.futures import ThreadPoolExecutor
 
 from tfrecord_tools import manifest as mf
+from tfrecord_tools._checks import check_int, check_one_of, fail
 from tfrecord_tools.example import (
     FEATURE_ENCODED,
     FEATURE_FILENAME,
@@ -64,9 +66,7 @@ def shard_files(path: str, split: str, manifest: dict | None = None) -> list:
     """Full paths of the shards of `split`, in shard order, from the manifest."""
     manifest = manifest or mf.read_manifest(path)
     if split not in manifest["splits"]:
-        raise ValueError(
-            f"split {split!r} is not in {path!r}; it has splits {sorted(manifest['splits'])}."
-        )
+        fail("split", f"a split of {path!r}, one of {sorted(manifest['splits'])}", split)
     return [mf.join(path, s["file"]) for s in manifest["splits"][split]["shards"]]
 
 
@@ -134,11 +134,7 @@ def _check_verify(verify):
         return "all"
     if verify is False or verify is None:
         return "none"
-    if verify not in VERIFY_MODES:
-        raise ValueError(
-            f"verify must be one of {VERIFY_MODES}, True or False; received {verify!r}."
-        )
-    return verify
+    return check_one_of("verify", verify, VERIFY_MODES + (True, False))
 
 
 def _counted_shard(filename, expected, compression):
@@ -217,9 +213,10 @@ def read_dataset(
 
     Records are parsed and decoded a batch at a time (`tf.io.parse_example`; one `decode_raw`
     for raw images; for PNG one vectorised zlib inflate when the images have the layout our
-    writer gives small images (`example.decode_png_batch`), else `decode_png` per image; `tf.map_fn`
-    of `decode_jpeg`) because per-record `tf.data` steps cost more than decoding a 28x28 image. Pass `batch_size` to receive those batches directly (fastest);
-    without it the batches are split back into single examples.
+    writer gives small images (`example.decode_png_batch`), else `decode_png` per image;
+    `tf.map_fn` of `decode_jpeg`) because per-record `tf.data` steps cost more than decoding a
+    28x28 image. Pass `batch_size` to receive those batches directly (fastest); without it the
+    batches are split back into single examples.
 
     Example:
 
@@ -264,17 +261,16 @@ def read_dataset(
     """
     import tensorflow as tf
 
-    if num_parallel_reads is None:
+    # None and tf.data.AUTOTUNE (-1) both leave the parallelism to tf.data.
+    autotune = num_parallel_reads is None or (
+        isinstance(num_parallel_reads, numbers.Integral)
+        and not isinstance(num_parallel_reads, bool)
+        and num_parallel_reads == tf.data.AUTOTUNE
+    )
+    if autotune:
         num_parallel_reads = tf.data.AUTOTUNE
-    elif (
-        isinstance(num_parallel_reads, bool)
-        or not isinstance(num_parallel_reads, int)
-        or (num_parallel_reads < 1 and num_parallel_reads != tf.data.AUTOTUNE)
-    ):
-        raise ValueError(
-            f"num_parallel_reads must be a positive integer or None (AUTOTUNE); "
-            f"received {num_parallel_reads!r}."
-        )
+    else:
+        num_parallel_reads = check_int("num_parallel_reads", num_parallel_reads, allow_none=True)
     verify = _check_verify(verify)
     path = str(path)
     manifest = mf.read_manifest(path)
@@ -316,10 +312,7 @@ def read_dataset(
     if shape is not None or not decode:
         spec = {key: spec[key] for key in wanted}
     if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"batch_size must be a positive integer or None; received {batch_size!r}."
-            )
+        batch_size = check_int("batch_size", batch_size, allow_none=True)
         if shape is None and decode:
             raise ValueError(
                 f"batch_size={batch_size} needs images of one size, but the images of {path!r} "
