@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from keras_tricks._version import __version__
+
 DEMO_NOTE = (
     "Fashion-MNIST (Xiao et al. 2017) is read from the Debian package dataset-fashion-mnist "
     "(/usr/share/datasets/fashion-mnist) or --data-dir."
@@ -541,6 +543,9 @@ def _write_report(path, recipe, summary):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-tricks", description="Training tricks for Keras image classifiers."
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,15 +10,28 @@ import sys
 import pytest
 from PIL import Image
 
+import keras_tricks
+import tfrecord_tools
 
-def keras_tricks_command():
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def console_script(name, module):
     # The console script installed by `pip install -e .` next to this interpreter; fall back to
     # the module when the package is not installed.
-    script = os.path.join(os.path.dirname(sys.executable), "keras-tricks")
+    script = os.path.join(os.path.dirname(sys.executable), name)
     if os.path.exists(script):
         return [script]
-    found = shutil.which("keras-tricks")
-    return [found] if found else [sys.executable, "-m", "keras_tricks.cli"]
+    found = shutil.which(name)
+    return [found] if found else [sys.executable, "-m", module]
+
+
+def keras_tricks_command():
+    return console_script("keras-tricks", "keras_tricks.cli")
+
+
+def tfrecord_tools_command():
+    return console_script("tfrecord-tools", "tfrecord_tools.cli")
 
 
 def run(args, **kwargs):
@@ -75,3 +89,53 @@ def test_cli_requires_a_subcommand():
     proc = run([])
     assert proc.returncode == 2
     assert "demo" in proc.stderr
+
+
+def read_version_file():
+    # The one place the version is written, read here as text (the oracle).
+    with open(os.path.join(ROOT, "keras_tricks", "_version.py"), encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"$', f.read(), re.M).group(1)
+
+
+def test_both_command_lines_print_the_one_version():
+    version = read_version_file()
+    assert keras_tricks.__version__ == tfrecord_tools.__version__ == version
+    for command, prog in ((keras_tricks_command(), "keras-tricks"),
+                          (tfrecord_tools_command(), "tfrecord-tools")):  # fmt: skip
+        proc = subprocess.run(command + ["--version"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == f"{prog} {version}\n"
+
+
+def tracked_files():
+    """The repository's files that git tracks or would track (new, not ignored)."""
+    if shutil.which("git") is None or not os.path.isdir(os.path.join(ROOT, ".git")):
+        pytest.skip("not a git checkout: the file list comes from git")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [
+        name for name in listed.split("\0") if name and os.path.isfile(os.path.join(ROOT, name))
+    ]
+
+
+def test_no_file_but_version_py_and_the_changelog_writes_the_version():
+    version = read_version_file()
+    # The version as a whole number (for 1.2.3: v1.2.3, keras_tricks-1.2.3.tar.gz), not part
+    # of 11.2.3, 1.2.34 or 1.2.3.4.
+    pattern = re.compile(r"(?<![\d.])" + re.escape(version) + r"(?!\.?\d)")
+    allowed = {"keras_tricks/_version.py", "CHANGELOG.md"}
+    offenders = []
+    for name in tracked_files():
+        if name in allowed:
+            continue
+        with open(os.path.join(ROOT, name), "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            # "accepted since 0.1.0" is history, still true after the next release.
+            if pattern.search(line) and not re.search(r"\bsince " + re.escape(version), line):
+                offenders.append(f"{name}:{number}: {line.strip()}")
+    assert offenders == [], "the version is written outside keras_tricks/_version.py"

@@ -8,12 +8,19 @@ into the `.npz` source; the grid layout (row r = class r, cell size + 2 px borde
 import argparse
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import tfrecord_tools
 from tfrecord_tools.cli import add_convert_arguments, convert_arguments, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -158,3 +165,52 @@ def test_shared_convert_options_map_to_the_convert_keyword_arguments():
         "overwrite": False,
         "alpha": "error",
     }
+
+
+def test_version_option_prints_the_distribution_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"tfrecord-tools {tfrecord_tools.__version__}\n"
+
+
+def _version_in_a_copy(tmp_path, version_file_text):
+    """`tfrecord_tools.__version__` of a copy of the package, with or without a
+    keras_tricks/_version.py beside it, imported in a fresh process."""
+    shutil.copytree(
+        os.path.join(ROOT, "tfrecord_tools"),
+        tmp_path / "tfrecord_tools",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    if version_file_text is not None:
+        (tmp_path / "keras_tricks").mkdir()
+        (tmp_path / "keras_tricks" / "_version.py").write_text(version_file_text)
+    script = "import sys, tfrecord_tools; assert 'keras_tricks' not in sys.modules; "
+    script += "print(tfrecord_tools.__file__); print(tfrecord_tools.__version__)"
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    where, version = proc.stdout.split()
+    assert where == str(tmp_path / "tfrecord_tools" / "__init__.py")  # the copy, not the repo
+    return version
+
+
+def test_version_is_read_from_keras_tricks_version_file_without_importing_it(tmp_path):
+    text = '"""Doc."""\n\n__version__ = "9.8.7rc1"\n'
+    assert _version_in_a_copy(tmp_path, text) == "9.8.7rc1"
+
+
+def test_version_falls_back_to_the_installed_metadata(tmp_path):
+    import importlib.metadata
+
+    try:
+        expected = importlib.metadata.version("keras-tricks")
+    except importlib.metadata.PackageNotFoundError:
+        expected = "0+unknown"  # neither the file nor an installed distribution
+    assert _version_in_a_copy(tmp_path, None) == expected

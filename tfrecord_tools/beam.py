@@ -46,7 +46,7 @@ Command line (any Beam runner; unknown options go to Beam's `PipelineOptions`):
         --name imagenet --num-shards 1024 --image-format jpeg \\
         --runner DataflowRunner --project my-project --region us-central1 \\
         --temp_location gs://my-bucket/tmp --staging_location gs://my-bucket/staging \\
-        --extra_package dist/keras_tricks-0.1.0.tar.gz
+        --extra_package dist/keras_tricks-*.tar.gz   # the sdist of `python -m build --sdist`
 """
 
 import argparse

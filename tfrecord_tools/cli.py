@@ -105,9 +105,17 @@ def _label_names(value):
 
 
 def build_parser():
+    import tfrecord_tools
+
     parser = argparse.ArgumentParser(
         prog="tfrecord-tools",
         description="Convert image datasets to sharded TFRecords (local or gs://), verify and inspect them.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {tfrecord_tools.__version__}",
+        help="print the version of keras-tricks (the distribution) and exit",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
