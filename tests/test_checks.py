@@ -69,6 +69,12 @@ def test_numpy_scalars_are_numbers_and_integers():
         _checks.check_int("n", True)
 
 
+def test_fail_can_show_a_part_of_the_value_as_keras_does_for_arrays():
+    assert message(lambda: _checks.fail("x", "of rank 2", (2, 3, 4), received_as="x.shape")) == (
+        "`x` must be of rank 2. Received: x.shape=(2, 3, 4)"
+    )
+
+
 def test_integer_maximum_is_inclusive_and_named_in_the_message():
     # JPEG quality is 1..100 (Pillow's scale): both ends are valid, one past either end is not.
     assert _checks.check_int("quality", 100, maximum=100) == 100

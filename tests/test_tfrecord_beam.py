@@ -261,7 +261,7 @@ def test_beam_command_line_converts_an_npz_file_and_reports_bad_sources(tmp_path
     assert "train: 120 records in 2 shards" in capsys.readouterr().out
 
     assert main(["nosuchscheme:/x", str(tmp_path / "bad")]) == 2
-    assert "source must be 'scheme:PATH'" in capsys.readouterr().err
+    assert "`source` must be 'scheme:PATH'" in capsys.readouterr().err
 
 
 class _Crash(RuntimeError):

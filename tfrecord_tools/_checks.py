@@ -42,9 +42,13 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def fail(name: str, allowed: str, value: Any) -> NoReturn:
-    """Raise the package's ValueError: "`name` must be <allowed>. Received: name=<value!r>"."""
-    raise ValueError(f"`{name}` must be {allowed}. Received: {name}={value!r}")
+def fail(name: str, allowed: str, value: Any, *, received_as: str | None = None) -> NoReturn:
+    """Raise the package's ValueError: "`name` must be <allowed>. Received: name=<value!r>".
+
+    `received_as` shows a part of the value instead, as Keras does for arrays and types:
+    `fail("x", "...", x.shape, received_as="x.shape")` ends "Received: x.shape=(2, 3)".
+    """
+    raise ValueError(f"`{name}` must be {allowed}. Received: {received_as or name}={value!r}")
 
 
 def _is_real(value: Any) -> bool:

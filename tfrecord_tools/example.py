@@ -103,7 +103,8 @@ def as_hwc_uint8(image):
         arr = arr[:, :, None]
     # TensorFlow's decoders accept 1, 3 or 4 channels (not grey+alpha).
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
-        fail("image.shape", "(H, W) or (H, W, C) with C in (1, 3, 4)", np.shape(image))
+        allowed = "an array of shape (H, W) or (H, W, C) with C in (1, 3, 4)"
+        fail("image", allowed, np.shape(image), received_as="image.shape")
     if arr.dtype != np.uint8:
         if arr.size and (arr.min() < 0 or arr.max() > 255 or not np.all(arr == np.round(arr))):
             raise ValueError(

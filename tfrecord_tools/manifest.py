@@ -176,7 +176,8 @@ def pixel_stats(images: Iterable[Any] = (), channels: int | None = None) -> dict
         img = img[:, :, None] if img.ndim == 2 else img
         c = img.shape[-1]
         if img.ndim not in (3, 4):
-            fail("image.shape", "(H, W[, C]) or (N, H, W, C)", np.shape(image))
+            allowed = "arrays of shape (H, W[, C]) or (N, H, W, C)"
+            fail("images", allowed, np.shape(image), received_as="image.shape")
         if total is None:
             total, total_sq = [0] * c, [0] * c
         if c != len(total):

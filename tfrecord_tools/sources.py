@@ -3,12 +3,13 @@
 =================  ===========================================================================
 `numpy:FILE.npz`   arrays `x_<split>`, `y_<split>` (as `keras.datasets` gives them: `x_train`,
                    `y_train`, `x_test`, `y_test`); optional `label_names`
-`idx:DIR`          MNIST-family IDX files `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
-                   `t10k-...` -> splits `train` and `test`
+`idx:DIR`          MNIST-family IDX files `train-images-idx3-ubyte[.gz]`,
+                   `train-labels-idx1-ubyte[.gz]`, `t10k-...` -> splits `train` and `test`
 `cifar:DIR`        CIFAR-10 (`data_batch_1..5`, `test_batch`, `batches.meta`) or CIFAR-100
                    (`train`, `test`, `meta`) python batches; DIR may also be their parent folder
 `folder:DIR`       one sub-folder per class (ImageNet layout, any format Pillow reads); with
-                   `DIR/train`, `DIR/val`, `DIR/validation` or `DIR/test` sub-folders, each is a split
+                   `DIR/train`, `DIR/val`, `DIR/validation` or `DIR/test` sub-folders, each is a
+                   split
 `tfds:NAME`        a TensorFlow Datasets dataset (needs `tensorflow-datasets`; downloads if needed)
 `keras:NAME`       `keras.datasets.NAME.load_data()` (downloads on first use; online users)
 =================  ===========================================================================
@@ -54,6 +55,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from tfrecord_tools._checks import check_one_of, fail
 
 __all__ = [
     "CorruptImageError",
@@ -303,9 +306,7 @@ class FilePayload:
 
 
 def _check_alpha(alpha):
-    if alpha not in ALPHA_MODES:
-        raise ValueError(f"alpha must be one of {ALPHA_MODES}; received alpha={alpha!r}.")
-    return alpha
+    return check_one_of("alpha", alpha, ALPHA_MODES)
 
 
 class Source:
@@ -334,10 +335,8 @@ class Source:
         names = [n.strip() for n in names if n.strip()]
         unknown = [n for n in names if n not in self.splits]
         if unknown or not names:
-            raise ValueError(
-                f"split {split!r} not in source {self.description!r}; it has splits "
-                f"{sorted(self.splits)}."
-            )
+            allowed = f"one or more of the splits {sorted(self.splits)} of {self.description!r}"
+            fail("split", allowed, split)
         return Source(
             {n: self.splits[n] for n in names}, self.label_names, self.description, self.skipped
         )
@@ -474,16 +473,15 @@ def _from_arrays(arrays, split, label_names):
         splits = {k: ArraySplit(x, y, k) for k, (x, y) in arrays.items()}
     elif isinstance(arrays, (tuple, list)) and len(arrays) == 2:
         if split is not None and (not isinstance(split, str) or "," in split):
-            raise ValueError(
-                f"split must be one name for a single (x, y) pair; received {split!r}."
-            )
+            fail("split", "None or one split name for a single (x, y) pair", split)
         name = split or "train"
         return Source({name: ArraySplit(arrays[0], arrays[1], name)}, label_names, "arrays")
     else:
-        raise ValueError(
-            "source must be a 'scheme:PATH' string (schemes: "
-            f"{', '.join(SCHEMES)}), an (x, y) pair or a dict of them; received {type(arrays).__name__}."
+        allowed = (
+            f"a 'scheme:PATH' string (schemes: {', '.join(SCHEMES)}), an (x, y) pair or a dict "
+            "of them"
         )
+        fail("source", allowed, type(arrays), received_as="type(source)")
     return Source(splits, label_names, "arrays")
 
 
@@ -749,17 +747,15 @@ def _resolve_label_names(label_names):
         return None
     if isinstance(label_names, str):
         if label_names not in KNOWN_LABEL_NAMES:
-            raise ValueError(
-                "label_names must be a list of class names (index = label) or the name of a "
-                f"known dataset, one of {sorted(KNOWN_LABEL_NAMES)}; received "
-                f"label_names={label_names!r}."
+            allowed = (
+                "a list of class names (index = label) or the name of a known dataset, one of "
+                f"{sorted(KNOWN_LABEL_NAMES)}"
             )
+            fail("label_names", allowed, label_names)
         return list(KNOWN_LABEL_NAMES[label_names])
     names = list(label_names)
     if not all(isinstance(n, str) for n in names):
-        raise ValueError(
-            f"label_names must be a list of str (index = label); received label_names={names!r}."
-        )
+        fail("label_names", "a list of str (index = label)", names)
     return names
 
 
@@ -807,10 +803,11 @@ def open_source(
         text = os.fspath(source)
         scheme, sep, rest = text.partition(":")
         if not sep or scheme not in SCHEMES or not rest:
-            raise ValueError(
-                f"source must be 'scheme:PATH' with scheme one of {', '.join(SCHEMES)} "
-                f"(e.g. idx:/usr/share/datasets/fashion-mnist); received {text!r}."
+            allowed = (
+                f"'scheme:PATH' with scheme one of {', '.join(SCHEMES)} "
+                "(e.g. idx:/usr/share/datasets/fashion-mnist)"
             )
+            fail("source", allowed, text)
         if scheme in ("numpy", "idx", "cifar") and not os.path.exists(rest):
             raise ValueError(f"source {text!r}: {rest!r} does not exist.")
         wanted = _split_names(split)
