@@ -9,6 +9,7 @@ as wide as the widest class name in PIL's default font plus 2 * 2 px); the array
 import io
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 import tfrecord_tools
@@ -79,6 +80,18 @@ def test_sample_grid_without_labels_keeps_the_plain_layout():
     rgba = [[np.zeros((4, 4, 4), np.uint8)]]
     labelled = sample_grid(rgba, 1, row_labels=["x"])
     assert labelled.shape[2] == 4 and (labelled[:, :, 3][:, :-6] == 255).all()  # opaque margin
+
+
+def test_sample_grid_rejects_bad_arguments_in_the_keras_message_style():
+    rows = [[np.zeros((4, 4, 1), np.uint8)], [np.ones((4, 4, 1), np.uint8)]]
+    with pytest.raises(ValueError, match="`images_by_class` must be .*Received: images_by_class="):
+        sample_grid([[], []], 3)
+    with pytest.raises(ValueError, match="`samples_per_class` must be an integer >= 1"):
+        sample_grid(rows, 0)
+    with pytest.raises(
+        ValueError, match=r"one label per row .*\(2\). Received: row_labels=\['a'\]"
+    ):
+        sample_grid(rows, 1, row_labels=["a"])
 
 
 def test_functions_do_not_shadow_their_modules_and_old_import_paths_still_work():

@@ -4,6 +4,7 @@ and whether the files on disk still match `manifest.json` (`tfrecord_tools.inspe
 import numpy as np
 
 from tfrecord_tools import manifest as mf
+from tfrecord_tools._checks import check_int, fail
 from tfrecord_tools.example import encode_png
 
 __all__ = ["inspect", "format_summary", "sample_grid", "files_problems"]
@@ -56,10 +57,11 @@ def sample_grid(
     sample_grid(rows, 3).shape  # (2 * (8 + 2) + 2, 3 * (8 + 2) + 2, 1) = (22, 32, 1)
     ```
     """
+    samples_per_class = check_int("samples_per_class", samples_per_class)
     rows = [imgs[:samples_per_class] for imgs in images_by_class]
     all_images = [im for row in rows for im in row]
     if not all_images:
-        raise ValueError("no images to tile.")
+        fail("images_by_class", "rows of images, at least one image in all", images_by_class)
     channels = max(im.shape[2] for im in all_images)
     cell_h = max(im.shape[0] for im in all_images)
     cell_w = max(im.shape[1] for im in all_images)
@@ -77,7 +79,7 @@ def sample_grid(
     if row_labels is None:
         return grid
     if len(row_labels) != len(rows):
-        raise ValueError(f"row_labels has {len(row_labels)} labels for {len(rows)} rows.")
+        fail("row_labels", f"one label per row of images_by_class ({len(rows)})", row_labels)
     labels = [str(label) for label in row_labels]
     strip = _label_strip(labels, cell_h, _text_width(labels) + 2 * pad, pad)
     strip = np.repeat(strip[:, :, None], channels, axis=2)
@@ -214,8 +216,10 @@ def format_summary(summary: dict, width: int = 40) -> str:
         f"{summary['path']}: dataset {summary['name']!r} from {summary['source']}",
         f"  images: {summary['image_format']}"
         + (f" (quality {summary['quality']})" if summary.get("quality") else "")
-        + f", shape {summary['image_shape'] or 'variable'}, compression {summary['compression'] or 'none'}",
-        f"  classes: {summary['num_classes']}; mean {_fmt(summary['mean'])}, std {_fmt(summary['std'])} (0..255, train split)",
+        + f", shape {summary['image_shape'] or 'variable'}"
+        + f", compression {summary['compression'] or 'none'}",
+        f"  classes: {summary['num_classes']}; mean {_fmt(summary['mean'])}, "
+        f"std {_fmt(summary['std'])} (0..255, train split)",
         "  features: "
         + ", ".join(f"{k} ({v['dtype']})" for k, v in summary["feature_spec"].items()),
     ]
