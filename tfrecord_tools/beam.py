@@ -1,4 +1,4 @@
-"""The `tfrecord_tools.convert` conversion as an Apache Beam pipeline (locally, or on Dataflow at scale).
+"""The `tfrecord_tools.convert` conversion as an Apache Beam pipeline (locally, or on Dataflow).
 
 The pipeline writes exactly what the local writer writes: the same `ConversionOptions` checks and
 the same seeded permutation cut into the same contiguous shards (`tfrecord_tools.plan`), each

@@ -200,34 +200,34 @@ def build_shard(
 ) -> ShardResult:
     """Encode one shard's records and stream them, framed as TFRecord, into `sink`.
 
-        Example:
+    Example:
 
-        ```python
-        import io
-        import numpy as np
-        from tfrecord_tools.options import EncodingOptions
-    from tfrecord_tools.storage import open_write, remove_quietly, storage_error
-        from tfrecord_tools.shard import build_shard
-        from tfrecord_tools.sources import ArraySplit
-        split = ArraySplit(np.zeros((3, 4, 4, 1), np.uint8), [0, 1, 1])
-        buf = io.BytesIO()
-        result = build_shard(split.payload(np.arange(3)), EncodingOptions(), buf)
-        result.num_records, result.label_counts, result.num_bytes == len(buf.getvalue())  # 3, (1, 2), True
-        ```
+    ```python
+    import io
+    import numpy as np
+    from tfrecord_tools.options import EncodingOptions
+    from tfrecord_tools.shard import build_shard
+    from tfrecord_tools.sources import ArraySplit
+    split = ArraySplit(np.zeros((3, 4, 4, 1), np.uint8), [0, 1, 1])
+    buf = io.BytesIO()
+    result = build_shard(split.payload(np.arange(3)), EncodingOptions(), buf)
+    result.num_records, result.label_counts  # 3, (1, 2)
+    result.num_bytes == len(buf.getvalue())  # True
+    ```
 
-        Args:
-            payload: `ArraySplit.payload(...)` / `FileSplit.payload(...)` of the shard's records.
-            encoding: image format, quality, compression, skip_corrupt.
-            sink: an open binary file (local `open`, `tf.io.gfile.GFile`, Beam's `FileSystems`).
-            progress: optional callable(number_of_new_records).
-            path: the name of `sink`, for error messages.
+    Args:
+        payload: `ArraySplit.payload(...)` / `FileSplit.payload(...)` of the shard's records.
+        encoding: image format, quality, compression, skip_corrupt.
+        sink: an open binary file (local `open`, `tf.io.gfile.GFile`, Beam's `FileSystems`).
+        progress: optional callable(number_of_new_records).
+        path: the name of `sink`, for error messages.
 
-        Returns:
-            A `ShardResult` (sha256 and size of the bytes as stored, counts, statistics, skipped).
+    Returns:
+        A `ShardResult` (sha256 and size of the bytes as stored, counts, statistics, skipped).
 
-        Raises:
-            CorruptImageError: an unreadable image file (without `encoding.skip_corrupt`).
-            StorageError: writing to `sink` failed (disk full, ...), naming `path`.
+    Raises:
+        CorruptImageError: an unreadable image file (without `encoding.skip_corrupt`).
+        StorageError: writing to `sink` failed (disk full, ...), naming `path`.
     """
     from tfrecord_tools.sources import iter_payload
 
