@@ -17,6 +17,7 @@ import sys
 import time
 
 from keras_tricks._version import __version__
+from tfrecord_tools.cli import add_verbose_argument, quiet_tensorflow_startup
 
 DEMO_NOTE = (
     "Fashion-MNIST (Xiao et al. 2017) is read from the Debian package dataset-fashion-mnist "
@@ -540,6 +541,39 @@ def _write_report(path, recipe, summary):
         f.write("\n".join(lines))
 
 
+def environment_info():
+    """What this machine and installation will train with, one `name: value` per line.
+
+    The versions of keras-tricks, Keras (with its backend) and TensorFlow, whether TensorFlow's
+    oneDNN kernels are on, and the CPU with its core count and native bfloat16 support
+    (`keras_tricks.runtime`): the lines to paste into a bug report or next to a benchmark.
+    Imports Keras, so TensorFlow too on the TensorFlow backend.
+    """
+    import importlib.metadata
+    import platform
+
+    import keras
+
+    from keras_tricks import runtime
+
+    try:
+        tensorflow = importlib.metadata.version("tensorflow")
+    except importlib.metadata.PackageNotFoundError:
+        tensorflow = "not installed"
+    onednn = runtime.onednn_enabled()
+    onednn_text = "TensorFlow not loaded" if onednn is None else ("on" if onednn else "off")
+    bf16 = "yes" if runtime.cpu_has_native_bfloat16() else "no (emulated: slower than float32)"
+    lines = [
+        f"keras-tricks: {__version__}",
+        f"python: {platform.python_version()}",
+        f"keras: {keras.__version__} (backend {keras.backend.backend()})",
+        f"tensorflow: {tensorflow} (oneDNN {onednn_text})",
+        f"cpu: {_cpu_name()} ({os.cpu_count()} cores)",
+        f"native bfloat16: {bf16}",
+    ]
+    return "\n".join(lines)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-tricks", description="Training tricks for Keras image classifiers."
@@ -559,20 +593,30 @@ def build_parser():
     demo.add_argument("--data-dir", default=None, help="directory with the Fashion-MNIST IDX files")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    add_verbose_argument(demo)
+    info = sub.add_parser(
+        "info",
+        help="print the versions, backend, CPU and its bfloat16 support",
+        description=environment_info.__doc__.split("\n\n")[1].replace("\n    ", " ").strip(),
+    )
+    add_verbose_argument(info)
     return parser
 
 
 def main(argv=None):
     """Entry point of the `keras-tricks` console script."""
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        run_demo(
-            args.output,
-            quick=args.quick,
-            data_dir=args.data_dir,
-            seed=args.seed,
-            epochs=args.epochs,
-        )
+    with quiet_tensorflow_startup(verbose=args.verbose):
+        if args.command == "demo":
+            run_demo(
+                args.output,
+                quick=args.quick,
+                data_dir=args.data_dir,
+                seed=args.seed,
+                epochs=args.epochs,
+            )
+        elif args.command == "info":
+            print(environment_info())
     return 0
 
 

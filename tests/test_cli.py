@@ -85,6 +85,35 @@ def test_demo_without_fashion_mnist_says_how_to_get_it(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def clean_environment():
+    """This environment without TF_CPP_MIN_LOG_LEVEL: what a user's shell has."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = "tensorflow"
+    return env
+
+
+def stderr_messages(command):
+    proc = subprocess.run(
+        command, env=clean_environment(), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # absl's prefix carries a time stamp and a thread id: compare what follows "] ".
+    return proc.stdout, [line.split("] ", 1)[-1] for line in proc.stderr.splitlines()]
+
+
+@pytest.mark.slow
+def test_info_prints_no_tensorflow_startup_log_unless_verbose():
+    # The reference: what a plain `import keras` + a device query prints here.
+    script = "import keras, tensorflow as tf; tf.config.list_physical_devices()"
+    _, plain = stderr_messages([sys.executable, "-c", script])
+    stdout, quiet = stderr_messages(keras_tricks_command() + ["info"])
+    assert not set(quiet) & set(plain)
+    assert f"keras-tricks: {keras_tricks.__version__}" in stdout.splitlines()
+    assert "tensorflow: " in stdout and "backend tensorflow" in stdout
+    _, verbose = stderr_messages(keras_tricks_command() + ["info", "--verbose"])
+    assert {line for line in plain if "cuInit" not in line} <= set(verbose)
+
+
 def test_cli_requires_a_subcommand():
     proc = run([])
     assert proc.returncode == 2

@@ -18,7 +18,13 @@ import pytest
 from PIL import Image
 
 import tfrecord_tools
-from tfrecord_tools.cli import add_convert_arguments, convert_arguments, main
+from tfrecord_tools.cli import (
+    ABSL_BANNER,
+    add_convert_arguments,
+    convert_arguments,
+    is_startup_noise,
+    main,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -214,3 +220,153 @@ def test_version_falls_back_to_the_installed_metadata(tmp_path):
     except importlib.metadata.PackageNotFoundError:
         expected = "0+unknown"  # neither the file nor an installed distribution
     assert _version_in_a_copy(tmp_path, None) == expected
+
+
+# TensorFlow 2.21's start-up log on a CPU machine, as it printed it here (`import tensorflow`,
+# then the first device query), and lines that must never be hidden.
+TF_STARTUP_LINES = [
+    ABSL_BANNER,
+    "I0000 00:00:1796128050.149474   24394 port.cc:153] oneDNN custom operations are on. You may "
+    "see slightly different numerical results due to floating-point round-off errors from "
+    "different computation orders. To turn them off, set the environment variable "
+    "`TF_ENABLE_ONEDNN_OPTS=0`.",
+    "I0000 00:00:1796128050.149806   24394 cudart_stub.cc:31] Could not find cuda drivers on your "
+    "machine, GPU will not be used.",
+    "E0000 00:00:1796128052.660637   28471 cuda_platform.cc:52] failed call to cuInit: INTERNAL: "
+    "CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)",
+]
+REAL_LINES = [
+    "W0000 00:00:1796128052.660637   28471 op_kernel.cc:1857] OP_REQUIRES failed at "
+    "example_parsing_ops.cc:98 : INVALID_ARGUMENT: Feature: image/encoded (data type: string) "
+    "is required but could not be found.",
+    "E0000 00:00:1796128052.660637   28471 gcs_file_system.cc:470] GCS: permission denied",
+    "tfrecord_tools.writer: skipped 2 unreadable images",
+    "Traceback (most recent call last):",
+    "UserWarning: Your input ran out of data",
+]
+
+
+def test_startup_noise_is_the_banner_info_lines_and_missing_gpu_reports_only():
+    assert all(is_startup_noise(line) for line in TF_STARTUP_LINES)
+    assert all(is_startup_noise(line + "\n") for line in TF_STARTUP_LINES)
+    assert not any(is_startup_noise(line) for line in REAL_LINES)
+
+
+FAKE_TENSORFLOW = """
+import os, sys
+lines = {startup!r}
+os.write(2, (lines[0] + "\\n" + lines[1] + "\\n" + {real!r} + "\\n").encode())
+sys.stderr.write("from Python during the import\\n")
+os.write(2, (lines[0] + "\\n" + lines[2] + "\\n").encode())  # the second copy of absl
+
+
+class config:
+    @staticmethod
+    def list_physical_devices():
+        os.write(2, (lines[3] + "\\n").encode())
+        return []
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_quiet_startup_filters_only_the_noise_of_the_first_tensorflow_import(tmp_path, verbose):
+    # A stand-in `tensorflow` package that logs like TF 2.21, in a fresh interpreter.
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(
+        FAKE_TENSORFLOW.format(startup=TF_STARTUP_LINES, real=REAL_LINES[0])
+    )
+    script = f"""
+import os, sys
+from tfrecord_tools.cli import quiet_tensorflow_startup
+with quiet_tensorflow_startup(verbose={verbose}):
+    import tensorflow
+    print(os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
+print(type(tensorflow.__loader__).__name__, type(tensorflow.__spec__.loader).__name__)
+print(os.environ.get("TF_CPP_MIN_LOG_LEVEL"), len(sys.meta_path))
+sys.stderr.write("after the block\\n")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), ROOT])
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    level, loaders, after = proc.stdout.splitlines()
+    baseline = subprocess.run(
+        [sys.executable, "-c", "import sys; print(len(sys.meta_path))"],
+        env=env, capture_output=True, text=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    assert after == f"None {baseline}"  # the environment and the import system as they were
+    assert loaders == "SourceFileLoader SourceFileLoader"
+    if verbose:
+        assert level == "None"
+        expected = [TF_STARTUP_LINES[0], TF_STARTUP_LINES[1], REAL_LINES[0]]
+        expected += ["from Python during the import", TF_STARTUP_LINES[0], TF_STARTUP_LINES[2]]
+        expected += ["after the block"]  # and nothing lists the devices
+    else:
+        assert level == "1"
+        expected = [REAL_LINES[0], "from Python during the import", "after the block"]
+    assert proc.stderr.splitlines() == expected
+
+
+def clean_environment():
+    """This environment without TF_CPP_MIN_LOG_LEVEL: what a user's shell has."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = "tensorflow"
+    return env
+
+
+def tensorflow_startup_log():
+    """What plain `import tensorflow` and a device query print to stderr here: the reference.
+
+    Returns (import lines, device-query lines), each without absl's time/thread prefix."""
+    script = "import sys, tensorflow as tf; print('--devices--', file=sys.stderr, flush=True)"
+    script += "; tf.config.list_physical_devices()"
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    at_import, _, at_devices = proc.stderr.partition("--devices--\n")
+    return message_lines(at_import), message_lines(at_devices)
+
+
+def message_lines(text):
+    # absl's prefix carries a time stamp and a thread id: compare what follows "] ".
+    return [line.split("] ", 1)[-1] for line in text.splitlines() if line.strip()]
+
+
+def tfrecord_tools_command():
+    script = os.path.join(os.path.dirname(sys.executable), "tfrecord-tools")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-m", "tfrecord_tools.cli"]
+
+
+@pytest.mark.slow
+def test_commands_print_no_tensorflow_startup_log_unless_verbose(tmp_path, npz):
+    at_import, at_devices = tensorflow_startup_log()
+    path, _, _ = npz
+    out = tmp_path / "out"
+
+    def run(*args):
+        proc = subprocess.run(
+            tfrecord_tools_command() + list(args),
+            env=clean_environment(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return message_lines(proc.stderr)
+
+    convert = run("convert", f"numpy:{path}", str(out), "--num-shards", "2")
+    assert "toy-test,train: 100%" in " ".join(convert)  # the progress bar still shows
+    assert not set(convert) & set(at_import + at_devices)
+    inspect = run("inspect", str(out))
+    assert not set(inspect) & set(at_import + at_devices)
+    verbose = run("inspect", str(out), "--verbose")
+    assert set(at_import) <= set(verbose)  # --verbose shows the log of a plain import

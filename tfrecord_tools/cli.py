@@ -12,12 +12,201 @@ storage errors — disk full, read-only output — and an output locked by anoth
 """
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.util
 import json
 import logging
 import os
+import re
 import sys
+import tempfile
 
-__all__ = ["main", "build_parser", "add_convert_arguments", "convert_arguments"]
+__all__ = [
+    "main",
+    "build_parser",
+    "add_convert_arguments",
+    "convert_arguments",
+    "add_verbose_argument",
+    "is_startup_noise",
+    "quiet_tensorflow_startup",
+]
+
+# --- TensorFlow's start-up log ------------------------------------------------------------------
+# Importing TensorFlow 2.21 prints, on every command, absl's banner "WARNING: All log messages
+# before absl::InitializeLog() is called are written to STDERR" and two INFO lines (oneDNN on, no
+# CUDA driver) -- all twice, because two of its shared libraries carry their own copy of absl --
+# and the first device query adds "failed call to cuInit" as an ERROR on a machine without a GPU.
+# TF_CPP_MIN_LOG_LEVEL does not reach absl's lines, so the command lines capture file descriptor 2
+# while TensorFlow is imported and its devices are listed, and write back every line but these.
+ABSL_BANNER = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+)
+# absl's C++ log prefix: severity, date, time, thread id, file:line].
+_ABSL_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^ \]]+:\d+\] ")
+# WARNING/ERROR lines that only say this machine has no GPU (TF's CUDA build on a CPU machine).
+_NO_GPU_MESSAGES = (
+    "failed call to cuInit",
+    "Could not find cuda drivers",
+    "Could not find TensorRT",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+)
+
+
+def is_startup_noise(line):
+    """True for a line of TensorFlow's start-up log that `--verbose` alone shows.
+
+    That is absl's banner, absl INFO lines, and the WARNING/ERROR lines that only report a
+    missing GPU. Every other line -- TensorFlow's other warnings and errors, Python warnings and
+    tracebacks, our own log messages -- is not noise.
+
+    Example:
+
+    ```python
+    from tfrecord_tools.cli import is_startup_noise
+    assert is_startup_noise("I0000 00:00:1796128050.149806   24394 cudart_stub.cc:31] Could "
+                            "not find cuda drivers on your machine, GPU will not be used.")
+    assert not is_startup_noise("E0000 00:00:1796128050.1 7 op_kernel.cc:1857] OP_REQUIRES failed")
+    ```
+
+    Args:
+        line: one line of stderr, with or without its line ending.
+    """
+    text = line.rstrip("\r\n")
+    if text == ABSL_BANNER:
+        return True
+    match = _ABSL_LINE.match(text)
+    if match is None:
+        return False
+    return match.group(1) == "I" or any(message in text for message in _NO_GPU_MESSAGES)
+
+
+@contextlib.contextmanager
+def _stderr_without_startup_noise():
+    """Send file descriptor 2 to a temporary file; on exit, write back all but the noise."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to capture (closed, or a detached process)
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+            kept = [line for line in text.splitlines(keepends=True) if not is_startup_noise(line)]
+            if kept:
+                os.write(2, "".join(kept).encode("utf-8"))
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs TensorFlow's own loader with the start-up log filtered out, then lists its devices
+    (which is where "failed call to cuInit" comes from) inside the same window."""
+
+    def __init__(self, loader, finder):
+        self._loader, self._finder = loader, finder
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, ...: TensorFlow's loader
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._finder.remove()
+        with _stderr_without_startup_noise():
+            self._loader.exec_module(module)
+            module.__loader__ = self._loader
+            if getattr(module, "__spec__", None) is not None:
+                module.__spec__.loader = self._loader
+            try:
+                module.config.list_physical_devices()
+            except Exception:  # noqa: BLE001 - whatever fails here fails again, loudly, later
+                pass
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """On `sys.meta_path`: hands the first import of `tensorflow` to `_QuietLoader`."""
+
+    def __init__(self):
+        self._searching = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow" or self._searching:
+            return None
+        self._searching = True
+        try:  # the spec every other finder would give
+            spec = importlib.util.find_spec(name)
+        finally:
+            self._searching = False
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader, self)
+        return spec
+
+    def remove(self):
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_startup(verbose=False):
+    """Within the block, TensorFlow's first import prints none of its start-up log.
+
+    Both command lines run their command inside it (`--verbose` turns it off). It sets
+    `TF_CPP_MIN_LOG_LEVEL=1` unless the environment already sets it (TensorFlow's own INFO
+    lines, e.g. "This TensorFlow binary is optimized to use available CPU instructions"), and
+    filters the lines that variable does not reach (`is_startup_noise`) out of what TensorFlow's
+    import and first device listing write to stderr; everything else is written back. Nothing
+    changes if TensorFlow is already imported. TensorFlow is still imported only where the
+    command needs it, after the command's own settings (`keras_tricks.runtime.configure_cpu`).
+    A worker process that imports TensorFlow itself (for a `gs://` shard) is not filtered.
+
+    Example:
+
+    ```python
+    from tfrecord_tools.cli import quiet_tensorflow_startup
+    with quiet_tensorflow_startup():
+        import tensorflow as tf
+    ```
+
+    Args:
+        verbose: True to leave TensorFlow's log alone (the `--verbose` flag).
+    """
+    if verbose or "tensorflow" in sys.modules:
+        yield
+        return
+    set_level = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    if set_level:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "1"
+    finder = _QuietTensorFlowFinder()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:  # leave the process as it was (main() is also called from Python)
+        finder.remove()
+        if set_level:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+
+
+def add_verbose_argument(parser):
+    """Add `--verbose` (show TensorFlow's start-up log, see `quiet_tensorflow_startup`)."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's start-up log (absl banner, oneDNN and CUDA lines), "
+        "hidden by default; its other warnings and errors are always shown",
+    )
+    return parser
 
 
 def add_convert_arguments(parser):
@@ -127,12 +316,14 @@ def build_parser():
     add_convert_arguments(c)
     c.add_argument("--num-workers", type=int, default=1, help="encoding processes (default 1)")
     c.add_argument("--quiet", action="store_true", help="no progress bar or log messages")
+    add_verbose_argument(c)
 
     v = sub.add_parser("verify", help="check shards against manifest.json; exit 1 on any problem")
     v.add_argument("path")
     v.add_argument("--decode", action="store_true", help="also decode every image")
     v.add_argument("--split", action="append", help="check only this split (repeatable)")
     v.add_argument("--quiet", action="store_true", help="print only problems")
+    add_verbose_argument(v)
 
     i = sub.add_parser("inspect", help="counts, features, class histogram, PNG grid of samples")
     i.add_argument("path")
@@ -141,6 +332,7 @@ def build_parser():
     i.add_argument("--samples-per-class", type=int, default=8)
     i.add_argument("--max-classes", type=int, default=10)
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_verbose_argument(i)
     return parser
 
 
@@ -205,13 +397,13 @@ def main(argv=None):
         level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
         format="%(name)s: %(message)s",
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     handler = {"convert": _convert, "verify": _verify, "inspect": _inspect}[args.command]
     from tfrecord_tools.lock import LockLostError, OutputLockedError
     from tfrecord_tools.storage import StorageError
 
     try:
-        return handler(args)
+        with quiet_tensorflow_startup(verbose=args.verbose):
+            return handler(args)
     except (
         ValueError,
         FileNotFoundError,
