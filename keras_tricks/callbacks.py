@@ -1,11 +1,12 @@
 """Keras callbacks: per-step linear warmup, learning-rate logging and EMA of weights."""
 
-import math
-import numbers
+from __future__ import annotations
+
+from typing import Any
 
 import keras
 
-from keras_tricks._checks import check_int
+from keras_tricks._checks import check_int, check_number, fail, suggest_keywords
 from keras_tricks.ema import ExponentialMovingAverage
 
 # The EMA callback lives in keras_tricks.ema (with the helpers MeanTeacher shares); it is
@@ -69,31 +70,27 @@ class LinearWarmup(keras.callbacks.Callback):
         verbose: 1 prints a line when the warmup ends.
     """
 
+    @suggest_keywords
     def __init__(
-        self, warmup_steps, initial_learning_rate=0.0, target_learning_rate=None, verbose=0
-    ):
-        super().__init__()
-        check_int("warmup_steps", warmup_steps)
-        for name, value in (
-            ("initial_learning_rate", initial_learning_rate),
-            ("target_learning_rate", target_learning_rate),
-        ):
-            if value is None and name == "target_learning_rate":
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not value >= 0
-                or math.isinf(value)
-            ):
-                raise ValueError(
-                    f"`{name}` must be a finite number >= 0; received {name}={value!r}."
-                )
-        self.warmup_steps = int(warmup_steps)
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.target_learning_rate = (
-            None if target_learning_rate is None else float(target_learning_rate)
+        self,
+        warmup_steps: int,
+        initial_learning_rate: float = 0.0,
+        target_learning_rate: float | None = None,
+        verbose: int = 0,
+    ) -> None:
+        warmup_steps = check_int("warmup_steps", warmup_steps)
+        initial_learning_rate = check_number(
+            "initial_learning_rate", initial_learning_rate, non_negative=True, finite=True
         )
+        if target_learning_rate is not None:
+            target_learning_rate = check_number(
+                "target_learning_rate", target_learning_rate, non_negative=True, finite=True
+            )
+        verbose = check_int("verbose", verbose, minimum=0)
+        super().__init__()
+        self.warmup_steps = warmup_steps
+        self.initial_learning_rate = initial_learning_rate
+        self.target_learning_rate = target_learning_rate
         self.verbose = verbose
         self._target = self.target_learning_rate
 
@@ -107,12 +104,12 @@ class LinearWarmup(keras.callbacks.Callback):
             )
         return optimizer
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         optimizer = self._optimizer()
         if self._target is None and _iterations(optimizer) < self.warmup_steps:
             self._target = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         optimizer = self._optimizer()
         step = _iterations(optimizer)
         if step >= self.warmup_steps:
@@ -156,10 +153,11 @@ class LearningRateLogger(keras.callbacks.Callback):
         key: name of the logged value.
     """
 
-    def __init__(self, key="learning_rate"):
-        super().__init__()
+    @suggest_keywords
+    def __init__(self, key: str = "learning_rate") -> None:
         if not isinstance(key, str) or not key:
-            raise ValueError(f"`key` must be a non-empty string; received key={key!r}.")
+            fail("key", "a non-empty string", key)
+        super().__init__()
         self.key = key
         self.steps = []
         self.learning_rates = []
@@ -174,13 +172,13 @@ class LearningRateLogger(keras.callbacks.Callback):
             value = optimizer.learning_rate
         return step, float(keras.ops.convert_to_numpy(value))
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         step, value = self._current()
         self.steps.append(step)
         self.learning_rates.append(value)
         if logs is not None:
             logs[self.key] = value
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None and self.learning_rates:
             logs[self.key] = self.learning_rates[-1]

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import warnings
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_tricks._checks import check_bool, check_int, check_number, fail, suggest_keywords
 from keras_tricks._state_files import (
     delete_step_states,
     load_step_state,
@@ -125,6 +127,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         compiled: Run the update as one compiled function (see above); `False` runs it eagerly.
     """
 
+    @suggest_keywords
     def __init__(
         self,
         decay: float = 0.999,
@@ -137,36 +140,35 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         delete_backup: bool = True,
         compiled: bool = True,
     ) -> None:
-        super().__init__()
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1:
-            raise ValueError(f"`decay` must be a number in (0, 1). Received: decay={decay!r}")
-        if (
-            isinstance(every_n_steps, bool)
-            or not isinstance(every_n_steps, int)
-            or every_n_steps < 1
-        ):
-            raise ValueError(
-                f"`every_n_steps` must be a positive integer. Received: every_n_steps={every_n_steps!r}"
-            )
+        decay = check_number("decay", decay, minimum=0.0, maximum=1.0, min_open=True, max_open=True)
+        every_n_steps = check_int("every_n_steps", every_n_steps)
         if filepath is not None and not str(filepath).endswith((".keras", ".weights.h5")):
-            raise ValueError(
-                f"`filepath` must end in `.keras` or `.weights.h5`. Received: filepath={filepath!r}"
-            )
-        if save_freq != "epoch" and (
-            isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1
+            fail("filepath", "a path ending in `.keras` or `.weights.h5`, or None", filepath)
+        if save_freq != "epoch":
+            if (
+                isinstance(save_freq, bool)
+                or not isinstance(save_freq, numbers.Integral)
+                or save_freq < 1
+            ):
+                fail("save_freq", '"epoch" or an integer >= 1', save_freq)
+            save_freq = int(save_freq)
+        for name, flag in (
+            ("warmup", warmup),
+            ("include_non_trainable", include_non_trainable),
+            ("delete_backup", delete_backup),
+            ("compiled", compiled),
         ):
-            raise ValueError(
-                f'`save_freq` must be "epoch" or a positive integer. Received: save_freq={save_freq!r}'
-            )
-        self.decay = float(decay)
+            check_bool(name, flag)
+        super().__init__()
+        self.decay = decay
         self.every_n_steps = every_n_steps
-        self.warmup = bool(warmup)
-        self.include_non_trainable = bool(include_non_trainable)
+        self.warmup = warmup
+        self.include_non_trainable = include_non_trainable
         self.filepath = None if filepath is None else os.fspath(filepath)
         self.backup_dir = None if backup_dir is None else os.fspath(backup_dir)
         self.save_freq = save_freq
-        self.delete_backup = bool(delete_backup)
-        self.compiled = bool(compiled)
+        self.delete_backup = delete_backup
+        self.compiled = compiled
 
         self.steps = 0  # training steps seen, over all `fit` calls
         self.num_updates = 0
@@ -339,17 +341,17 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         self.num_updates = iterations // self.every_n_steps
 
     # -------------------------------------------------------------- callbacks
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._ensure_built(self.model)
         self._restore_pending = self.backup_dir is not None
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._last_batch = -1
         if getattr(self, "_restore_pending", False):
             self._restore_pending = False
             self._restore_state()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # With steps_per_execution > 1 Keras reports only the last batch of each execution.
         previous = self.steps
         self.steps += batch - self._last_batch
@@ -365,7 +367,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             self._batches_since_backup = 0
             self._save_state()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.filepath is not None:
             path = self.filepath.format(epoch=epoch + 1, **(logs or {}))
             with self.averaged() as model:
@@ -376,15 +378,15 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         if self.backup_dir is not None and self.save_freq == "epoch":
             self._save_state()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.backup_dir is not None and self.delete_backup:
             delete_step_states(self.backup_dir, _STATE_PREFIX)
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._averages is not None and self._owner is self.model and not self._swapped:
             self._swap()
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._swapped:
             self._swap()
 

@@ -97,14 +97,23 @@ def test_linear_warmup_rejects_schedule_optimizers_and_bad_arguments():
     model = tiny_model(OneCycle(0.1, total_steps=10))
     with pytest.raises(ValueError, match="float learning rate.*schedules.Warmup"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[LinearWarmup(3)])
-    with pytest.raises(ValueError, match="warmup_steps.*-1"):
+    with pytest.raises(ValueError, match="^`warmup_steps` must be .+ Received: warmup_steps=-1$"):
         LinearWarmup(-1)
-    with pytest.raises(ValueError, match="warmup_steps"):
+    with pytest.raises(ValueError, match="Received: warmup_steps=2.5$"):
         LinearWarmup(2.5)
-    with pytest.raises(ValueError, match="initial_learning_rate.*-0.1"):
+    with pytest.raises(ValueError, match="^`initial_learning_rate` must be a finite number >= 0"):
         LinearWarmup(3, initial_learning_rate=-0.1)
-    with pytest.raises(ValueError, match="target_learning_rate"):
+    with pytest.raises(ValueError, match="Received: initial_learning_rate=True$"):
+        LinearWarmup(3, initial_learning_rate=True)
+    with pytest.raises(ValueError, match="Received: target_learning_rate=inf$"):
         LinearWarmup(3, target_learning_rate=float("inf"))
+    with pytest.raises(ValueError, match="Received: target_learning_rate=nan$"):
+        LinearWarmup(3, target_learning_rate=float("nan"))
+    with pytest.raises(ValueError, match="^`verbose` must be .+ Received: verbose=-1$"):
+        LinearWarmup(3, verbose=-1)
+    # A misspelt keyword names the right one.
+    with pytest.raises(TypeError, match="`warmup` \\(did you mean `warmup_steps`\\?\\)"):
+        LinearWarmup(warmup=3)
 
 
 def test_learning_rate_logger_records_schedule_value_of_every_step():
@@ -154,5 +163,9 @@ def test_learning_rate_logger_writes_batch_scalar_to_tensorboard(tmp_path):
 
 
 def test_learning_rate_logger_rejects_empty_key():
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(ValueError, match="^`key` must be a non-empty string. Received: key=''$"):
         LearningRateLogger(key="")
+    with pytest.raises(ValueError, match="Received: key=None$"):
+        LearningRateLogger(key=None)
+    with pytest.raises(TypeError, match="`keys` \\(did you mean `key`\\?\\). Accepted: key$"):
+        LearningRateLogger(keys="lr")

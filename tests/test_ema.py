@@ -213,14 +213,33 @@ def test_backup_and_restore_resume_reproduces_uninterrupted_averages(tmp_path):
         ({"decay": 1.0}, "decay"),
         ({"decay": 0.0}, "decay"),
         ({"decay": -0.5}, "decay"),
+        ({"decay": float("nan")}, "decay"),
+        ({"decay": True}, "decay"),
         ({"every_n_steps": 0}, "every_n_steps"),
+        ({"every_n_steps": 2.0}, "every_n_steps"),
         ({"filepath": "ema.h5"}, "filepath"),
         ({"save_freq": 0}, "save_freq"),
+        ({"save_freq": "batch"}, "save_freq"),
+        ({"save_freq": True}, "save_freq"),
+        ({"warmup": 1}, "warmup"),
+        ({"include_non_trainable": "yes"}, "include_non_trainable"),
+        ({"delete_backup": None}, "delete_backup"),
+        ({"compiled": 0}, "compiled"),
     ],
 )
 def test_bad_arguments_raise(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+    # "`name` must be <allowed>. Received: name=<value!r>", as Keras words it.
+    [(key, value)] = kwargs.items()
+    with pytest.raises(ValueError, match=rf"^`{name}` must be .+\. Received: {name}=") as info:
         ExponentialMovingAverage(**kwargs)
+    assert str(info.value).endswith(f"Received: {key}={value!r}")
+
+
+def test_a_misspelt_keyword_names_the_right_one():
+    with pytest.raises(TypeError, match="`every_n` \\(did you mean `every_n_steps`\\?\\)"):
+        ExponentialMovingAverage(every_n=5)
+    with pytest.raises(TypeError, match="`decay_rate` \\(did you mean `decay`\\?\\)"):
+        ExponentialMovingAverage(decay_rate=0.9)
 
 
 def test_public_module_and_every_former_import_path_give_the_same_objects():

@@ -135,8 +135,17 @@ def test_save_and_load_round_trip(tmp_path):
     ],
 )
 def test_bad_numbers_raise_value_errors_naming_the_argument(kwargs, name):
-    with pytest.raises(ValueError, match=f"`{name}`"):
+    # Keras's wording: "`name` must be <allowed>. Received: name=<value!r>".
+    with pytest.raises(ValueError, match=rf"^`{name}` must be .+\. Received: {name}=") as info:
         HintonDistiller(_linear(0), _linear(1), **kwargs)
+    assert str(info.value).endswith(f"={kwargs[name]!r}")
+
+
+def test_a_misspelt_or_fixed_keyword_is_refused_with_a_hint():
+    with pytest.raises(ValueError, match="`temp` \\(did you mean `temperature`\\?\\)"):
+        HintonDistiller(_linear(0), _linear(1), temp=4.0)
+    with pytest.raises(ValueError, match="sets `student_loss_weight` from .*soft_target_weight"):
+        HintonDistiller(_linear(0), _linear(1), student_loss_weight=0.5)
 
 
 def test_incompatible_models_raise_value_errors_naming_the_argument():
@@ -166,7 +175,8 @@ tl = x.astype(np.float64) @ teacher.get_weights()[0] + teacher.get_weights()[1]
 sl = x.astype(np.float64) @ student.get_weights()[0] + student.get_weights()[1]
 T, w = 20.0, 0.9
 pt, ps = lsm(tl / T), lsm(sl / T)
-expected = w * np.mean((np.exp(pt) * (pt - ps)).sum(-1)) * T**2 + (1 - w) * np.mean(-lsm(sl)[np.arange(8), y])
+soft = np.mean((np.exp(pt) * (pt - ps)).sum(-1)) * T**2
+expected = w * soft + (1 - w) * np.mean(-lsm(sl)[np.arange(8), y])
 d = HintonDistiller(teacher, student, temperature=T, soft_target_weight=w)
 d.compile(keras.optimizers.SGD(0.0))
 loss = d.fit(x, y, batch_size=8, epochs=1, verbose=0).history["loss"][0]

@@ -48,7 +48,7 @@ def _ce():
 
 
 def reference_rampup(current, rampup_length):
-    """`sigmoid_rampup` of CuriousAI/mean-teacher (pytorch/mean_teacher/ramps.py), verbatim logic."""
+    """`sigmoid_rampup` of CuriousAI/mean-teacher (pytorch/mean_teacher/ramps.py), same logic."""
     if rampup_length == 0:
         return 1.0
     current = np.clip(current, 0.0, rampup_length)
@@ -189,7 +189,9 @@ def test_two_stream_batches_follow_the_reference_sampler():
     first = batches[0][0].copy()
     batches.on_epoch_end()
     assert not np.array_equal(first, batches[0][0])
-    with pytest.raises(ValueError, match="`labelled_batch_size`"):
+    with pytest.raises(
+        ValueError, match="^`labelled_batch_size` must be .+ labelled_batch_size=4$"
+    ):
         TwoStreamBatches(x_l, y_l, x_u, batch_size=4, labelled_batch_size=4)
     with pytest.raises(ValueError, match="`x_unlabelled`"):
         TwoStreamBatches(x_l, y_l, x_u[:, :2], batch_size=4, labelled_batch_size=1)
@@ -226,12 +228,24 @@ def test_fit_on_two_stream_batches_and_save_and_load_round_trip(tmp_path):
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, name):
-    with pytest.raises(ValueError, match=f"`{name}`"):
+    # Keras's wording: "`name` must be <allowed>. Received: name=<value!r>".
+    with pytest.raises(ValueError, match=rf"^`{name}` must be .+\. Received: {name}=") as info:
         MeanTeacher(_linear(), **kwargs)
+    assert str(info.value).endswith(f"={kwargs[name]!r}")
+
+
+def test_a_misspelt_keyword_names_the_right_one():
+    with pytest.raises(ValueError, match="`rampup` \\(did you mean `rampup_steps`\\?\\)"):
+        MeanTeacher(_linear(), rampup=10)
+    x = np.zeros((4, 3), "float32")
+    with pytest.raises(ValueError, match="`labeled_batch_size` \\(did you mean `labelled_batch"):
+        TwoStreamBatches(x, np.zeros(4), x, batch_size=4, labeled_batch_size=1)
+    with pytest.raises(ValueError, match="^`seed` must be an integer or None. Received: seed=0.5$"):
+        TwoStreamBatches(x, np.zeros(4), x, batch_size=4, labelled_batch_size=1, seed=0.5)
 
 
 def test_unbuilt_or_non_classifier_models_are_rejected():
-    with pytest.raises(ValueError, match="`model` must be built"):
+    with pytest.raises(ValueError, match="^`model` must be built.+ Received: model=<"):
         MeanTeacher(keras.Sequential([keras.layers.Dense(3)]))
     with pytest.raises(ValueError, match="`model`"):
         MeanTeacher(keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 1)]))

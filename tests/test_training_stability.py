@@ -25,7 +25,7 @@ def _log_softmax(z):
 
 
 def zheng_loss(clean_logits, noisy_logits, y, alpha):
-    """Zheng et al. 2016, eq. (1) with a KL stability term: CE(y, f(x)) + alpha * KL(f(x)||f(x'))."""
+    """Zheng et al. 2016, eq. (1), KL stability term: CE(y, f(x)) + alpha * KL(f(x) || f(x'))."""
     log_p, log_q = _log_softmax(clean_logits), _log_softmax(noisy_logits)
     task = np.mean(-log_p[np.arange(len(y)), y])
     stability = np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=-1))
@@ -147,17 +147,27 @@ def test_save_and_load_round_trip(tmp_path):
         ({"noise_stddev": float("nan")}, "noise_stddev"),
         ({"from_logits": "yes"}, "from_logits"),
         ({"seed": 1.5}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"alpha": True}, "alpha"),
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, name):
-    with pytest.raises(ValueError, match=f"`{name}`"):
+    # Keras's wording: "`name` must be <allowed>. Received: name=<value!r>".
+    with pytest.raises(ValueError, match=rf"^`{name}` must be .+\. Received: {name}=") as info:
         StabilityTraining(_linear(), **kwargs)
+    assert str(info.value).endswith(f"={kwargs[name]!r}")
+
+
+def test_a_misspelt_keyword_names_the_right_one():
+    with pytest.raises(ValueError, match="`noise_std` \\(did you mean `noise_stddev`\\?\\)"):
+        StabilityTraining(_linear(), noise_std=0.1)
+    StabilityTraining(_linear(), name="stable", trainable=True)  # keras.Model's own keywords
 
 
 def test_a_model_without_class_scores_is_rejected():
-    with pytest.raises(ValueError, match="`model`"):
+    with pytest.raises(ValueError, match=r"^`model` must be a classifier .+ Received: model=<"):
         StabilityTraining(keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 1)]))
-    with pytest.raises(ValueError, match="`model`"):
+    with pytest.raises(ValueError, match=r"^`model` must be a `keras.Model`. Received: model=<"):
         StabilityTraining(keras.layers.Dense(3))
 
     class Subclassed(keras.Model):  # no symbolic output: checked on the first training step

@@ -213,17 +213,26 @@ def test_save_and_load_round_trip(tmp_path):
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, name):
-    with pytest.raises(ValueError, match=f"`{name}"):
+    # Keras's wording: "`name` must be <allowed>. Received: name=<value!r>".
+    with pytest.raises(ValueError, match=rf"^`{name}` must be .+\. Received: {name}=") as info:
         TestTimeAugmentation(_cnn(), **kwargs)
+    assert str(info.value).endswith(f"={kwargs[name]!r}")
+
+
+def test_a_misspelt_keyword_names_the_right_one():
+    with pytest.raises(ValueError, match="`shift` \\(did you mean `shifts`\\?\\)"):
+        TestTimeAugmentation(_cnn(), shift=[(0, 1)])
+    with pytest.raises(ValueError, match="`flip` \\(did you mean `flips`\\?\\)"):
+        TestTimeAugmentation(_cnn(), flip=False)
 
 
 def test_a_model_without_class_scores_is_rejected():
     seg = keras.Sequential([keras.Input((12, 12, 2)), keras.layers.Conv2D(3, 1)])  # rank 4
     with pytest.raises(ValueError, match="`model`"):
         TestTimeAugmentation(seg)
-    with pytest.raises(ValueError, match="`model`"):
+    with pytest.raises(ValueError, match="^`model` must be a `keras.Model`. Received: model="):
         TestTimeAugmentation("not a model")
-    with pytest.raises(ValueError, match="`shifts`"):
+    with pytest.raises(ValueError, match=r"`shifts` must be smaller .+ Received: shifts=\(\(0, 12"):
         TestTimeAugmentation(_cnn(), shifts=[(0, 12)])(_images())  # cannot reflect 12 pixels
 
 

@@ -1,24 +1,28 @@
 """Checks and small tensor helpers shared by the training wrappers."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 from keras import ops
 
+from keras_tricks._checks import fail
 
-def check_model(name: str, model) -> keras.Model:
+_CLASSIFIER = (
+    "a classifier with one (batch, classes) output and at least 2 classes, so that a softmax "
+    "over classes is defined"
+)
+
+
+def check_model(name: str, model: Any) -> keras.Model:
     """Raise unless `model` is a Keras model."""
     if not isinstance(model, keras.Model):
-        raise ValueError(f"`{name}` must be a `keras.Model`. Received: {name}={model!r}")
+        fail(name, "a `keras.Model`", model)
     return model
 
 
-def check_bool(name: str, value) -> bool:
-    """Raise unless `value` is a Python bool."""
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return value
-
-
-def static_output_shape(model: keras.Model):
+def static_output_shape(model: keras.Model) -> Any:
     """The model's symbolic output shape, or None when the model has no symbolic outputs."""
     outputs = getattr(model, "outputs", None)
     if not outputs:
@@ -28,35 +32,36 @@ def static_output_shape(model: keras.Model):
     return tuple(outputs[0].shape)
 
 
-def check_classifier(name: str, model: keras.Model):
-    """Raise unless the model's output is (batch, classes): a softmax over the last axis makes sense.
+def check_classifier(name: str, model: keras.Model) -> Any:
+    """Raise unless the model's output is (batch, classes), so a softmax over classes makes sense.
 
     Models without symbolic outputs (subclassed, not built) are checked on their first output
     by `check_logits` instead.
     """
     shape = static_output_shape(model)
     if shape is not None:
-        check_logits_shape(name, shape)
+        check_logits_shape(name, shape, model)
     return shape
 
 
-def check_logits_shape(name: str, shape):
+def check_logits_shape(name: str, shape: Any, model: Any = None) -> None:
+    """Raise in the package's message style unless `shape` is (batch, classes >= 2)."""
     if shape == "several outputs" or len(shape) != 2 or (shape[-1] is not None and shape[-1] < 2):
+        shown = "" if model is None else f"={model!r}"
         raise ValueError(
-            f"`{name}` must output one (batch, classes) tensor with at least 2 classes, so a "
-            f"softmax over classes is defined. Received: {name} with output shape {shape}"
+            f"`{name}` must be {_CLASSIFIER}. Received: {name}{shown} with output shape {shape}"
         )
 
 
-def check_logits(name: str, y):
+def check_logits(name: str, y: Any, model: Any = None) -> Any:
     """The same check on a computed output (for models whose output shape is only known now)."""
     if isinstance(y, (list, tuple, dict)):
-        check_logits_shape(name, "several outputs")
-    check_logits_shape(name, tuple(y.shape))
+        check_logits_shape(name, "several outputs", model)
+    check_logits_shape(name, tuple(y.shape), model)
     return y
 
 
-def log_probabilities(y, from_logits: bool):
+def log_probabilities(y: Any, from_logits: bool) -> Any:
     """log p over the last axis: log-softmax of logits, or the log of (clipped) probabilities."""
     if from_logits:
         return ops.log_softmax(y, axis=-1)
@@ -64,11 +69,11 @@ def log_probabilities(y, from_logits: bool):
     return ops.log(ops.clip(y, keras.config.epsilon(), 1.0))
 
 
-def probabilities(y, from_logits: bool):
+def probabilities(y: Any, from_logits: bool) -> Any:
     """p over the last axis."""
     return ops.softmax(y, axis=-1) if from_logits else y
 
 
-def kl_divergence(log_p, log_q):
+def kl_divergence(log_p: Any, log_q: Any) -> Any:
     """Per-example KL(p || q) = sum_k p_k (log p_k - log q_k), from log-probabilities."""
     return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)

@@ -1,8 +1,12 @@
 """Knowledge distillation with Hinton et al.'s recipe, on top of `keras.distillation.Distiller`."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 
-from keras_tricks._checks import check_number
+from keras_tricks._checks import check_keywords, check_number
 from keras_tricks.training._common import check_classifier, check_model
 
 
@@ -78,17 +82,24 @@ class HintonDistiller(keras.distillation.Distiller):
         temperature: float = 20.0,
         soft_target_weight: float = 0.9,
         name: str = "hinton_distiller",
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
+        # First: a misspelt name leaves its default in place. Distiller's own arguments come
+        # from the recipe's; the rest go to keras.Model.
+        check_keywords(type(self), kwargs)
+        for fixed in ("distillation_losses", "distillation_loss_weights", "student_loss_weight"):
+            if fixed in kwargs:
+                raise ValueError(
+                    f"HintonDistiller sets `{fixed}` from `temperature` and "
+                    f"`soft_target_weight`; use keras.distillation.Distiller to set it yourself. "
+                    f"Received: {fixed}={kwargs[fixed]!r}"
+                )
         check_model("teacher", teacher)
         check_model("student", student)
         temperature = check_number("temperature", temperature, positive=True)
-        soft_target_weight = check_number("soft_target_weight", soft_target_weight)
-        if not 0.0 <= soft_target_weight <= 1.0:
-            raise ValueError(
-                "`soft_target_weight` must be in [0, 1]. "
-                f"Received: soft_target_weight={soft_target_weight!r}"
-            )
+        soft_target_weight = check_number(
+            "soft_target_weight", soft_target_weight, minimum=0.0, maximum=1.0
+        )
         teacher_shape = check_classifier("teacher", teacher)
         student_shape = check_classifier("student", student)
         if (
@@ -97,9 +108,9 @@ class HintonDistiller(keras.distillation.Distiller):
             and teacher_shape[1:] != student_shape[1:]
         ):
             raise ValueError(
-                "`student` must output the same shape as `teacher` (one logit per class). "
-                f"Received: teacher output shape {teacher_shape}, "
-                f"student output shape {student_shape}"
+                "`student` must output the same shape as `teacher` (one logit per class), "
+                f"{teacher_shape}. Received: student={student!r} with output shape "
+                f"{student_shape}"
             )
         super().__init__(
             teacher=teacher,

@@ -1,15 +1,22 @@
 """Mean teacher: semi-supervised training against an exponential moving average of the model."""
 
 import math
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_tricks._checks import check_int, check_number
+from keras_tricks._checks import (
+    check_bool,
+    check_int,
+    check_keywords,
+    check_number,
+    check_seed,
+    fail,
+)
 from keras_tricks.ema import ema_values, ema_variables
 from keras_tricks.training._common import (
-    check_bool,
     check_classifier,
     check_logits,
     check_model,
@@ -140,21 +147,22 @@ class MeanTeacher(keras.Model):
         consistency_weight: float = 1.0,
         rampup_steps: int = 40000,
         from_logits: bool = True,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
+        check_keywords(type(self), kwargs)  # first: a misspelt name leaves its default in place
         check_model("model", model)
-        ema_decay = check_number("ema_decay", ema_decay)
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"`ema_decay` must be in [0, 1). Received: ema_decay={ema_decay!r}")
+        ema_decay = check_number("ema_decay", ema_decay, minimum=0.0, maximum=1.0, max_open=True)
         consistency_weight = check_number(
             "consistency_weight", consistency_weight, non_negative=True
         )
         rampup_steps = check_int("rampup_steps", rampup_steps, minimum=0)
         from_logits = check_bool("from_logits", from_logits)
         if not model.built or not model.weights:
-            raise ValueError(
-                "`model` must be built (have its weights) so the teacher can copy them; give it "
-                f"a `keras.Input` or call `model.build(input_shape)`. Received: model={model!r}"
+            fail(
+                "model",
+                "built, with its weights, so the teacher can copy them (give it a `keras.Input` "
+                "or call `model.build(input_shape)`)",
+                model,
             )
         check_classifier("model", model)
         super().__init__(**kwargs)
@@ -217,7 +225,7 @@ class MeanTeacher(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y_pred is None:
             y_pred = self(x, training=training)
-        check_logits("model", y_pred)
+        check_logits("model", y_pred, self.student)
         y, mask = _split_labels(y)
         weight = mask if sample_weight is None else ops.cast(sample_weight, mask.dtype) * mask
         loss = super().compute_loss(
@@ -317,38 +325,46 @@ class TwoStreamBatches(keras.utils.PyDataset):
         batch_size: int = 256,
         labelled_batch_size: int = 64,
         seed: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
+        **kwargs: Any,
+    ) -> None:
+        # A misspelt keyword first: the argument it meant would be checked at its default.
+        check_keywords(type(self), kwargs, extra=())
         batch_size = check_int("batch_size", batch_size, minimum=2)
         labelled_batch_size = check_int("labelled_batch_size", labelled_batch_size)
         if labelled_batch_size >= batch_size:
-            raise ValueError(
-                "`labelled_batch_size` must be smaller than `batch_size`. "
-                f"Received: labelled_batch_size={labelled_batch_size!r}, batch_size={batch_size!r}"
+            fail(
+                "labelled_batch_size",
+                f"an integer smaller than `batch_size` (here {batch_size})",
+                labelled_batch_size,
             )
+        seed = check_seed("seed", seed)
+        super().__init__(**kwargs)
         self.x_labelled = np.asarray(x_labelled)
         self.y_labelled = np.asarray(y_labelled)
         if np.issubdtype(self.y_labelled.dtype, np.unsignedinteger):
             self.y_labelled = self.y_labelled.astype(np.int64)  # room for -1 (uint8 datasets)
         self.x_unlabelled = np.asarray(x_unlabelled)
+        # Arrays are described by their shapes: their repr would print the data.
         if len(self.x_labelled) != len(self.y_labelled) or not len(self.x_labelled):
             raise ValueError(
-                "`x_labelled` and `y_labelled` must hold the same, non-zero number of rows. "
-                f"Received: {len(self.x_labelled)} images and {len(self.y_labelled)} labels"
+                "`y_labelled` must hold one label per image of `x_labelled`, at least one. "
+                f"Received: y_labelled with shape {self.y_labelled.shape}, x_labelled with "
+                f"shape {self.x_labelled.shape}"
             )
         if self.x_labelled.shape[1:] != self.x_unlabelled.shape[1:]:
             raise ValueError(
-                "`x_unlabelled` must have the per-image shape of `x_labelled`. Received: "
-                f"{self.x_unlabelled.shape[1:]} vs {self.x_labelled.shape[1:]}"
+                f"`x_unlabelled` must hold images of the shape of `x_labelled`'s, "
+                f"{self.x_labelled.shape[1:]}. Received: x_unlabelled with shape "
+                f"{self.x_unlabelled.shape}"
             )
         self.batch_size = batch_size
         self.labelled_batch_size = labelled_batch_size
         self.unlabelled_batch_size = batch_size - labelled_batch_size
         if len(self.x_unlabelled) < self.unlabelled_batch_size:
             raise ValueError(
-                f"`x_unlabelled` must hold at least one batch ({self.unlabelled_batch_size} "
-                f"images). Received: {len(self.x_unlabelled)} images"
+                f"`x_unlabelled` must hold at least one batch's share of unlabelled images "
+                f"({self.unlabelled_batch_size}). Received: x_unlabelled with shape "
+                f"{self.x_unlabelled.shape}"
             )
         self._rng = np.random.default_rng(seed)
         self.on_epoch_end()

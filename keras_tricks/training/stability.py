@@ -1,11 +1,12 @@
 """Stability training: make a classifier's output insensitive to small input noise."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
-from keras_tricks._checks import check_number
+from keras_tricks._checks import check_bool, check_keywords, check_number, check_seed
 from keras_tricks.training._common import (
-    check_bool,
     check_classifier,
     check_logits,
     check_model,
@@ -71,15 +72,15 @@ class StabilityTraining(keras.Model):
         alpha: float = 0.01,
         from_logits: bool = True,
         seed: int | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
+        check_keywords(type(self), kwargs)  # first: a misspelt name leaves its default in place
         check_model("model", model)
         check_classifier("model", model)
         noise_stddev = check_number("noise_stddev", noise_stddev, non_negative=True)
         alpha = check_number("alpha", alpha, non_negative=True)
         from_logits = check_bool("from_logits", from_logits)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+        seed = check_seed("seed", seed)
         super().__init__(**kwargs)
         self.model = model
         self.noise_stddev = noise_stddev
@@ -112,7 +113,7 @@ class StabilityTraining(keras.Model):
         )
         if not training:
             return loss
-        check_logits("model", y_pred)
+        check_logits("model", y_pred, self.model)
         x = ops.convert_to_tensor(x)
         if "float" not in str(x.dtype):
             x = ops.cast(x, "float32")

@@ -1,32 +1,42 @@
 """Test-time augmentation: average a classifier's predictions over flipped and shifted views."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import ops
 
-from keras_tricks.training._common import check_bool, check_classifier, check_logits, check_model
+from keras_tricks._checks import check_bool, check_keywords, check_one_of, fail
+from keras_tricks.training._common import check_classifier, check_logits, check_model
 
 _AVERAGES = ("probabilities", "logits")
 _FILL_MODES = ("reflect", "constant")
+_DATA_FORMATS = ("channels_last", "channels_first")
+_SHIFTS = (
+    "a sequence of distinct, non-zero (dy, dx) pairs of integer pixel offsets (the unshifted "
+    "view is always included)"
+)
 
 
-def _check_shifts(shifts):
+def _is_offset(value: Any) -> bool:
+    # NumPy integers count (they register as numbers.Integral); bools do not.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_shifts(shifts: Any) -> tuple[tuple[int, int], ...]:
+    """Return `shifts` as a tuple of (dy, dx) int pairs, or raise in the package's style."""
     try:
         pairs = [tuple(s) for s in shifts]
-    except TypeError:
-        pairs = None
-    ok = pairs is not None and all(
-        len(p) == 2
-        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in p)
-        and p != (0, 0)
-        for p in pairs
-    )
-    if not ok or len(set(pairs)) != len(pairs):
-        raise ValueError(
-            "`shifts` must be a sequence of distinct, non-zero (dy, dx) integer pixel offsets "
-            f"(the unshifted view is always included). Received: shifts={shifts!r}"
-        )
+    except TypeError:  # not iterable, or an element that is not
+        fail("shifts", _SHIFTS, shifts)
+    for pair in pairs:
+        if len(pair) != 2 or not all(_is_offset(v) for v in pair) or pair == (0, 0):
+            fail("shifts", _SHIFTS, shifts)
+    if len(set(pairs)) != len(pairs):
+        fail("shifts", _SHIFTS, shifts)
     return tuple((int(dy), int(dx)) for dy, dx in pairs)
 
 
@@ -97,35 +107,26 @@ class TestTimeAugmentation(keras.Model):
         self,
         model: keras.Model,
         flips: bool = True,
-        shifts=(),
+        shifts: Sequence[Sequence[int]] = (),
         average: str = "probabilities",
         from_logits: bool = True,
         fill_mode: str = "reflect",
         data_format: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
+        check_keywords(type(self), kwargs)  # first: a misspelt name leaves its default in place
         check_model("model", model)
         check_classifier("model", model)
         flips = check_bool("flips", flips)
         shifts = _check_shifts(shifts)
-        if average not in _AVERAGES:
-            raise ValueError(f"`average` must be one of {_AVERAGES}. Received: average={average!r}")
+        average = check_one_of("average", average, _AVERAGES)
         from_logits = check_bool("from_logits", from_logits)
         if average == "logits" and not from_logits:
-            raise ValueError(
-                '`average="logits"` needs a model that returns logits (`from_logits=True`). '
-                f"Received: average={average!r}, from_logits={from_logits!r}"
-            )
-        if fill_mode not in _FILL_MODES:
-            raise ValueError(
-                f"`fill_mode` must be one of {_FILL_MODES}. Received: fill_mode={fill_mode!r}"
-            )
+            # Only logits can be averaged as logits.
+            fail("average", '"probabilities" when `from_logits=False`', average)
+        fill_mode = check_one_of("fill_mode", fill_mode, _FILL_MODES)
         data_format = keras.config.image_data_format() if data_format is None else data_format
-        if data_format not in ("channels_last", "channels_first"):
-            raise ValueError(
-                '`data_format` must be "channels_last" or "channels_first". '
-                f"Received: data_format={data_format!r}"
-            )
+        data_format = check_one_of("data_format", data_format, _DATA_FORMATS)
         super().__init__(**kwargs)
         self.model = model
         self.flips = flips
@@ -181,7 +182,7 @@ class TestTimeAugmentation(keras.Model):
         h_axis, w_axis = self._axes()
         if len(images.shape) != 4:
             raise ValueError(
-                "TestTimeAugmentation expects a batch of images of rank 4. "
+                "`inputs` of TestTimeAugmentation must be a batch of images, of rank 4. "
                 f"Received: inputs with shape {images.shape}"
             )
         sources = self._mirror_pair(images, w_axis) if self.flips else [images]
@@ -193,8 +194,8 @@ class TestTimeAugmentation(keras.Model):
             height, width = ops.shape(images)[h_axis], ops.shape(images)[w_axis]
         elif self.fill_mode == "reflect" and pad >= min(height, width):
             raise ValueError(
-                f"`shifts` up to {pad} pixels cannot be reflect-filled in {height}x{width} "
-                f"images. Received: shifts={self.shifts!r}"
+                f"`shifts` must be smaller than the {height}x{width} images to be "
+                f'reflect-filled (fill_mode="reflect"). Received: shifts={self.shifts!r}'
             )
         widths = [[0, 0]] * 4
         widths[h_axis] = widths[w_axis] = [pad, pad]
@@ -215,7 +216,7 @@ class TestTimeAugmentation(keras.Model):
     def call(self, inputs, training=False):
         views = self.views(inputs)
         outputs = check_logits(
-            "model", self.model(ops.concatenate(views, axis=0), training=training)
+            "model", self.model(ops.concatenate(views, axis=0), training=training), self.model
         )
         num_classes = outputs.shape[-1]
         if self.average == "probabilities" and self.from_logits:
