@@ -95,9 +95,16 @@ def test_verify_exits_1_and_names_the_bad_shard(tmp_path, npz, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--num-shards", "0"], "num_shards must be a positive integer; received 0"),
-        (["--quality", "0", "--image-format", "jpeg"], "quality must be an integer in 1..100"),
-        (["--split", "valid"], "split ['valid'] not in source"),
+        # Keras's message style: "`name` must be <what is allowed>. Received: name=<value>".
+        (
+            ["--num-shards", "0"],
+            "`num_shards` must be an integer >= 1 or None. Received: num_shards=0",
+        ),
+        (
+            ["--quality", "0", "--image-format", "jpeg"],
+            "`quality` must be an integer >= 1 and <= 100. Received: quality=0",
+        ),
+        (["--split", "valid"], "Received: split=['valid']"),
     ],
 )
 def test_bad_convert_arguments_exit_2_with_the_reason(tmp_path, npz, capsys, argv, message):
@@ -109,7 +116,7 @@ def test_bad_convert_arguments_exit_2_with_the_reason(tmp_path, npz, capsys, arg
 def test_unknown_source_and_existing_different_output_exit_2(tmp_path, npz, capsys):
     path, _, _ = npz
     assert main(["convert", "mnist", str(tmp_path / "o"), "--quiet"]) == 2
-    assert "source must be 'scheme:PATH'" in capsys.readouterr().err
+    assert "`source` must be 'scheme:PATH'" in capsys.readouterr().err
     out = str(tmp_path / "o2")
     assert main(["convert", f"numpy:{path}", out, "--num-shards", "2", "--quiet"]) == 0
     assert (
