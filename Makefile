@@ -7,7 +7,7 @@ export KERAS_BACKEND ?= tensorflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?= -n 2 --durations=25
 
-.PHONY: demo test test-jax lint bench fashion-mnist install clean
+.PHONY: demo test test-jax lint typecheck bench fashion-mnist install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,16 @@ fashion-mnist:
 demo: $(VENV)/.installed-demo fashion-mnist
 	$(BIN)/keras-tricks demo --output runs/demo
 
-lint: install
-	$(BIN)/ruff check keras_tricks tfrecord_tools tests bench
+# ruff (rules and formatter) and mypy, configured in pyproject.toml; .pre-commit-config.yaml runs
+# the same versions (the test extra pins them).
+LINT_PATHS := keras_tricks tfrecord_tools tests bench
+lint: install typecheck
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+# The two public packages (`files` in [tool.mypy]).
+typecheck: install
+	$(BIN)/mypy
 
 # The backend-neutral core (tests marked backend_neutral in tests/conftest.py) again on JAX;
 # the slow ones are end-to-end subprocess runs that the TensorFlow run covers.
@@ -57,4 +65,4 @@ bench: install fashion-mnist
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo_out runs/demo .pytest_cache
+	rm -rf $(VENV) demo_out runs/demo .pytest_cache .mypy_cache

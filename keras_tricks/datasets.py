@@ -53,24 +53,25 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> tuple:
         ValueError: a file is not a valid IDX file, or images and labels disagree in count.
     """
     explicit = data_dir is not None
-    data_dir = os.fspath(data_dir) if explicit else FASHION_MNIST_DIR
-    paths = {key: find_idx(data_dir, stem) for key, stem in FASHION_MNIST_FILES.items()}
-    missing = [FASHION_MNIST_FILES[k] for k, p in paths.items() if p is None]
+    directory = FASHION_MNIST_DIR if data_dir is None else os.fspath(data_dir)
+    paths = {key: find_idx(directory, stem) for key, stem in FASHION_MNIST_FILES.items()}
+    found = {key: p for key, p in paths.items() if p is not None}
+    missing = [FASHION_MNIST_FILES[k] for k in paths if k not in found]
     if missing:
         if explicit:
             raise FileNotFoundError(
-                f"Fashion-MNIST files missing from data_dir={data_dir!r}: "
+                f"Fashion-MNIST files missing from data_dir={directory!r}: "
                 f"{', '.join(m + '[.gz]' for m in missing)}."
             )
         import keras  # only online users without the Debian package get here
 
         return keras.datasets.fashion_mnist.load_data()
-    arrays = {key: read_idx(p) for key, p in paths.items()}
+    arrays = {key: read_idx(p) for key, p in found.items()}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise ValueError(
-                f"Fashion-MNIST {split} split in {data_dir!r} is inconsistent: images "
+                f"Fashion-MNIST {split} split in {directory!r} is inconsistent: images "
                 f"{x.shape}, labels {y.shape}; expected (N, 28, 28) and (N,)."
             )
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
