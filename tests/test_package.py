@@ -535,3 +535,22 @@ def test_the_annotation_check_sees_a_missing_hint():
     ]
     assert _missing_annotations(Layer.__init__, "Layer.__init__", True) == []
     assert _missing_annotations(Layer.call, "Layer.call", True) == ["Layer.call: return"]
+
+
+def test_pre_commit_runs_the_linter_versions_the_test_extra_pins():
+    yaml = pytest.importorskip("yaml")
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for text in _pyproject()["project"]["optional-dependencies"]["test"]:
+        req = Requirement(text)
+        pins[_canonical(req.name)] = str(req.specifier)
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    revs = {repo["repo"].rsplit("/", 1)[-1]: repo["rev"] for repo in config["repos"]}
+    assert revs["ruff-pre-commit"] == "v" + pins["ruff"].removeprefix("=="), pins["ruff"]
+    assert revs["mirrors-mypy"] == "v" + pins["mypy"].removeprefix("=="), pins["mypy"]
+    for tool in ("ruff", "mypy"):
+        assert pins[tool].startswith("=="), f"pin {tool} exactly: the hook runs one version"
+        assert importlib.metadata.version(tool) == pins[tool][2:], f"reinstall: {tool}"
+    hooks = {hook["id"] for repo in config["repos"] for hook in repo["hooks"]}
+    assert {"ruff-check", "ruff-format", "mypy"} <= hooks
