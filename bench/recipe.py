@@ -11,10 +11,11 @@ Two questions, JSON lines on stdout (one per run, then a summary line per part):
    EMA + flip-TTA accuracy.
 2. ablation, in the shape of He et al. 2019 Table 6 (https://arxiv.org/abs/1812.01187): a
    baseline (Nesterov SGD 0.9, LR 0.1 for batch 256 with the paper's step decay, decoupled
-   weight decay 5e-3 (= coupled 5e-4) on every weight, plain cross-entropy, no augmentation), then one trick
-   added at a time through the recipe's overrides, for a shorter budget (`--ablation-epochs`,
-   default 4 of the recipe's 16; the warmup scales with it). EMA and TTA change no training:
-   they are the "+ augmentation" run scored with the EMA weights, then with EMA + flip TTA.
+   weight decay 5e-3 (= coupled 5e-4) on every weight, plain cross-entropy, no augmentation),
+   then one trick added at a time through the recipe's overrides, for a shorter budget
+   (`--ablation-epochs`, default 4 of the recipe's 16; the warmup scales with it). EMA and TTA
+   change no training: they are the "+ augmentation" run scored with the EMA weights, then with
+   EMA + flip TTA.
    Mixup is a branch off "+ augmentation" (the recipe leaves it out).
 
 Training time is measured inside `fit` without the per-epoch test scoring, as wall time and as

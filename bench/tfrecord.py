@@ -14,8 +14,9 @@ Measured (median of --repeats runs, each into a fresh directory):
   pass whose time (building, tracing, warm-up) is reported separately; `read_dataset` (PNG and
   raw shards; single examples then `.batch(256)`, and its own `batch_size=256`) vs `tf.data`
   over loose PNG files (`list_files` -> `read_file` + `decode_png` with AUTOTUNE ->
-  `.batch(256)`, deterministic=False like ours); all from a warm page cache. Also the decoders alone on PNG bytes already in memory (`decode_png` per image vs
-  `example.decode_png_batch`), the ceiling for any PNG reader.
+  `.batch(256)`, deterministic=False like ours); all from a warm page cache. Also the decoders
+  alone on PNG bytes already in memory (`decode_png` per image vs `example.decode_png_batch`),
+  the ceiling for any PNG reader.
 - CPU: conversion CPU seconds (this process + worker processes) and reading CPU microseconds per
   image, which other jobs on a shared machine disturb much less than wall time.
 

@@ -2,8 +2,8 @@
 
 Questions (keras_tricks.training), all on the Debian Fashion-MNIST files, pixels in [0, 1]:
 
-1. Distillation: a narrow ResNet-9 teacher (width 12) distilled into a small CNN with Hinton's recipe
-   (T = 20, soft : hard = 0.9 : 0.1) vs the same CNN trained alone for the same epochs.
+1. Distillation: a narrow ResNet-9 teacher (width 12) distilled into a small CNN with Hinton's
+   recipe (T = 20, soft : hard = 0.9 : 0.1) vs the same CNN trained alone for the same epochs.
 2. Stability training (alpha = 0.01, sigma = 0.04): how often the prediction flips under
    Gaussian input noise of sigma 0.04 and 0.1, and clean accuracy, vs plain training.
 3. Mean teacher: 1,000 labels + the other 59,000 images unlabelled vs supervised training on
