@@ -8,6 +8,7 @@ flip, 8x8 cutout) and an Inception-style random-resized crop::
 """
 
 import argparse
+import inspect
 import os
 
 import keras
@@ -279,14 +280,60 @@ def save_confusion_matrix(labels, predictions, path, label_names=None, title=Non
     return path
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=fashion_mnist_grid.__doc__.splitlines()[0])
-    parser.add_argument("--output", default="augment_grid.png")
-    parser.add_argument("--num-images", type=int, default=6)
-    parser.add_argument("--num-augmentations", type=int, default=7)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None)
-    args = parser.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m keras_tricks.plotting` (the docs figure, `fashion_mnist_grid`)."""
+    from keras_tricks.datasets import FASHION_MNIST_DIR
+
+    # The defaults are fashion_mnist_grid's own, read from its signature.
+    defaults = {
+        name: p.default for name, p in inspect.signature(fashion_mnist_grid).parameters.items()
+    }
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_tricks.plotting",
+        description="Draw the docs figure: Fashion-MNIST test images, each with several "
+        "augmented copies, through Page's CIFAR-10 chain (pad 4 reflect + per-image crop, flip, "
+        "8x8 cutout) and through an Inception-style random-resized crop (scale 0.25..1) + flip. "
+        "Needs matplotlib (the `plot` extra).",
+    )
+    parser.add_argument(
+        "--output",
+        default="augment_grid.png",
+        metavar="PNG",
+        help="the PNG file to write; its directory is created (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        default=defaults["num_images"],
+        metavar="N",
+        help="images (rows) per augmentation chain (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-augmentations",
+        type=int,
+        default=defaults["num_augmentations"],
+        metavar="N",
+        help="augmented copies (columns) beside each original (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults["seed"],
+        help="seeds the choice of images and the augmentation layers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="directory with the Fashion-MNIST IDX files "
+        f"(default: {FASHION_MNIST_DIR}, else the Keras download)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `python -m keras_tricks.plotting`: write the grid, print its path."""
+    args = build_parser().parse_args(argv)
     print(
         fashion_mnist_grid(
             args.output, args.num_images, args.num_augmentations, args.seed, args.data_dir

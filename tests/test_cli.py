@@ -114,6 +114,44 @@ def test_info_prints_no_tensorflow_startup_log_unless_verbose():
     assert {line for line in plain if "cuInit" not in line} <= set(verbose)
 
 
+def subcommand_parsers(parser):
+    """{name: parser} of an argparse parser's subcommands."""
+    import argparse
+
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+def options_without_help(parser):
+    import argparse
+
+    return [
+        action.dest
+        for action in parser._actions
+        if not action.help or action.help == argparse.SUPPRESS
+    ]
+
+
+def test_demo_help_prints_the_whole_description_and_help_for_every_option(capsys):
+    from keras_tricks.cli import DEMO_DESCRIPTION, build_parser, main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert DEMO_DESCRIPTION.strip() in text  # verbatim, nothing cut off
+    # Whole sentences: every paragraph and numbered step ends with its full stop or colon.
+    steps = re.split(r"\n\n|\n(?=\d\. )", DEMO_DESCRIPTION.strip())
+    assert len(steps) == 7 and all(step.rstrip()[-1] in ".:" for step in steps)
+    for name, sub in subcommand_parsers(build_parser()).items():
+        assert sub.description and sub.description.rstrip()[-1] == ".", name
+        assert options_without_help(sub) == [], name
+    demo = subcommand_parsers(build_parser())["demo"]
+    for action in demo._actions:  # an option with a default says which
+        if action.default not in (None, False) and action.dest != "help":
+            assert str(action.default) in action.help % {"default": action.default}
+
+
 def test_cli_requires_a_subcommand():
     proc = run([])
     assert proc.returncode == 2

@@ -1,9 +1,13 @@
-"""The confusion matrix of keras_tricks.plotting against its definition, and its PNG."""
+"""The confusion matrix of keras_tricks.plotting against its definition, and its PNG; the
+`python -m keras_tricks.plotting` options."""
+
+import inspect
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from keras_tricks import plotting
 from keras_tricks.plotting import confusion_matrix, save_confusion_matrix
 
 
@@ -28,3 +32,22 @@ def test_save_confusion_matrix_writes_a_png(tmp_path):
     )
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] > 200
+
+
+def test_plotting_command_help_documents_every_option_and_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plotting.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "Fashion-MNIST" in text and "augmented copies" in text
+    parser = plotting.build_parser()
+    grid_defaults = inspect.signature(plotting.fashion_mnist_grid).parameters
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, action.dest
+        # Every option reads the default of the function it calls, and says it.
+        if action.dest in grid_defaults:
+            assert action.default == grid_defaults[action.dest].default
+        if action.default is not None:
+            assert f"(default: {action.default})" in text

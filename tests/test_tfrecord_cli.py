@@ -377,3 +377,19 @@ def test_commands_print_no_tensorflow_startup_log_unless_verbose(tmp_path, npz):
     assert not set(inspect) & set(at_import + at_devices)
     verbose = run("inspect", str(out), "--verbose")
     assert set(at_import) <= set(verbose)  # --verbose shows the log of a plain import
+
+
+def test_every_command_and_option_has_help(capsys):
+    from tfrecord_tools.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == {"convert", "verify", "inspect"}
+    for name, command in sub.choices.items():
+        assert command.description and command.description.endswith("."), name
+        missing = [a.dest for a in command._actions if not a.help]
+        assert missing == [], name
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert " ".join(command.description.split()) in text  # whole, not cut off

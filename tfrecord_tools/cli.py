@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import importlib.abc
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -237,7 +238,13 @@ def add_convert_arguments(parser):
     parser.add_argument(
         "--num-shards", type=int, help="shards per split (default: ~10k records each)"
     )
-    parser.add_argument("--image-format", choices=("png", "jpeg", "raw"), default="png")
+    parser.add_argument(
+        "--image-format",
+        choices=("png", "jpeg", "raw"),
+        default="png",
+        help="how images are stored: lossless PNG, JPEG (--quality) or raw uint8 pixels "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality 1..100 (default 95)")
     parser.add_argument("--gzip", action="store_true", help="GZIP-compress the TFRecord files")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffle before sharding")
@@ -294,11 +301,15 @@ def _label_names(value):
 
 
 def build_parser():
+    """The `tfrecord-tools` argument parser: the `convert`, `verify` and `inspect` commands."""
     import tfrecord_tools
 
     parser = argparse.ArgumentParser(
         prog="tfrecord-tools",
-        description="Convert image datasets to sharded TFRecords (local or gs://), verify and inspect them.",
+        description="Convert image datasets to sharded TFRecords (local disk or gs://) with a "
+        "manifest, verify them against it, and inspect them.",
+        epilog="Exit codes: 0 success, 1 verification failed, 2 bad arguments or an error. "
+        "Run `tfrecord-tools COMMAND --help` for the options of a command.",
     )
     parser.add_argument(
         "--version",
@@ -311,26 +322,62 @@ def build_parser():
     c = sub.add_parser(
         "convert",
         help="convert a raw dataset into sharded TFRecords + manifest.json",
-        description="SOURCE is numpy:FILE.npz, idx:DIR, cifar:DIR, folder:DIR, tfds:NAME or keras:NAME.",
+        description="Convert every split of SOURCE (or the --split ones) into tfds-style shards "
+        "{name}-{split}.tfrecord-00003-of-00016 and a manifest.json with counts, label names, "
+        "the feature spec and a sha256 per shard. SOURCE is numpy:FILE.npz, idx:DIR, "
+        "cifar:DIR, folder:DIR, tfds:NAME or keras:NAME. Rerunning the same command resumes.",
     )
     add_convert_arguments(c)
-    c.add_argument("--num-workers", type=int, default=1, help="encoding processes (default 1)")
+    c.add_argument(
+        "--num-workers",
+        type=int,
+        default=1,
+        help="processes encoding shards in parallel (default: %(default)s)",
+    )
     c.add_argument("--quiet", action="store_true", help="no progress bar or log messages")
     add_verbose_argument(c)
 
-    v = sub.add_parser("verify", help="check shards against manifest.json; exit 1 on any problem")
-    v.add_argument("path")
+    v = sub.add_parser(
+        "verify",
+        help="check shards against manifest.json; exit 1 on any problem",
+        description="Check every shard against manifest.json: it exists, its size and sha256 "
+        "match, every record's CRC-32C checks, and its record count and label histogram match; "
+        "with --decode, every image decodes too. Exits 1 and names each failing shard.",
+    )
+    v.add_argument("path", help="the converted dataset's directory (local or gs://)")
     v.add_argument("--decode", action="store_true", help="also decode every image")
     v.add_argument("--split", action="append", help="check only this split (repeatable)")
     v.add_argument("--quiet", action="store_true", help="print only problems")
     add_verbose_argument(v)
 
-    i = sub.add_parser("inspect", help="counts, features, class histogram, PNG grid of samples")
-    i.add_argument("path")
-    i.add_argument("--split", help="split to sample the grid from (default train)")
-    i.add_argument("--grid", help="write a PNG grid of sample images here")
-    i.add_argument("--samples-per-class", type=int, default=8)
-    i.add_argument("--max-classes", type=int, default=10)
+    i = sub.add_parser(
+        "inspect",
+        help="counts, features, class histogram, PNG grid of samples",
+        description="Print the counts per split, the features and the class histogram of a "
+        "converted dataset, and say where the files differ from the manifest; with --grid, "
+        "also write a PNG grid of sample images, one row per class.",
+    )
+    i.add_argument("path", help="the converted dataset's directory (local or gs://)")
+    i.add_argument("--split", help="split to sample the grid from (default: train, else the first)")
+    i.add_argument("--grid", metavar="PNG", help="write a PNG grid of sample images here")
+    # The defaults are tfrecord_tools.inspect's own, read from its signature.
+    defaults = {
+        name: p.default for name, p in inspect.signature(tfrecord_tools.inspect).parameters.items()
+    }
+    i.add_argument(
+        "--samples-per-class",
+        type=int,
+        default=defaults["samples_per_class"],
+        metavar="N",
+        help="images per grid row (default: %(default)s)",
+    )
+    i.add_argument(
+        "--max-classes",
+        type=int,
+        default=defaults["max_classes"],
+        metavar="N",
+        help="grid rows: the first N classes (default: %(default)s)",
+    )
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_verbose_argument(i)
     return parser
