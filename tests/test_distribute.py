@@ -248,3 +248,90 @@ def test_find_lr_in_a_strategy_scope_restores_weights_exactly(run_python):
     # after the first sweep, so the second gives the same losses again).
     np.testing.assert_allclose(out["inside"], out["reference"], rtol=1e-4)
     np.testing.assert_allclose(out["outside"], out["reference"], rtol=1e-4)
+
+
+STABILITY_SCRIPT = PRELUDE + textwrap.dedent(
+    """
+    from keras_tricks.training import StabilityTraining
+
+    SIGMA, SEED = 0.5, 3
+
+    def wrapped(noise_stddev=SIGMA):
+        keras.utils.set_random_seed(0)  # same initial weights in every run
+        net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(3)])
+        return StabilityTraining(net, noise_stddev=noise_stddev, alpha=1.0, seed=SEED)
+
+    x = X[:16]
+    # Both replicas get the same 16 images: any difference comes from their noise draws.
+    with STRATEGY.scope():
+        model = wrapped()
+    same = STRATEGY.experimental_distribute_values_from_function(lambda ctx: x)
+    per_replica = STRATEGY.run(tf.function(model.noise), args=(same,))
+    replicas = [v.numpy() for v in STRATEGY.experimental_local_results(per_replica)]
+
+    # One device: the draw of a plain SeedGenerator with the same seed.
+    one_device = wrapped().noise(tf.constant(x)).numpy()
+    plain = keras.random.normal(x.shape, stddev=SIGMA, seed=keras.random.SeedGenerator(SEED))
+
+    # Replica r: the normal draw from the state [SEED, 0] of a fresh generator with r folded in.
+    def folded(r):
+        seed = tf.random.experimental.stateless_fold_in(tf.constant([SEED, 0]), r)
+        return tf.random.stateless_normal(x.shape, stddev=SIGMA, seed=seed).numpy()
+
+    import contextlib
+
+    def fit(strategy, noise_stddev):
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+        with scope:
+            model = wrapped(noise_stddev)
+            model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True), jit_compile=False)
+        history = model.fit(X, Y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+        return {
+            "weights": numpy_list(model.model.weights),
+            "loss": history["loss"],
+            "stability_loss": history["stability_loss"],
+            "seed_state": numpy_list([model.seed_generator.state]),
+        }
+
+    print(json.dumps({
+        "replicas": [r.tolist() for r in replicas],
+        "folded": [folded(r).tolist() for r in range(2)],
+        "one_device": one_device.tolist(),
+        "plain": np.asarray(plain).tolist(),
+        "fit_one_quiet": fit(None, 0.0),
+        "fit_two_quiet": fit(STRATEGY, 0.0),
+        "fit_one": fit(None, SIGMA),
+        "fit_two": fit(STRATEGY, SIGMA),
+    }))
+    """
+)
+
+
+@pytest.mark.slow
+def test_stability_training_noise_is_drawn_independently_on_each_replica(run_python):
+    out = _run(run_python, STABILITY_SCRIPT)
+    first, second = (np.array(r) for r in out["replicas"])
+    # Each replica's noise is its own: with a shared seed state the two would be equal.
+    assert np.abs(first - second).max() > 0.1
+    # Each is the N(0, sigma^2) draw of the seed with the replica id folded in...
+    np.testing.assert_array_equal(first, np.array(out["folded"][0]))
+    np.testing.assert_array_equal(second, np.array(out["folded"][1]))
+    for noise in (first, second):  # ...so still Gaussian with the given stddev (n = 1024)
+        assert abs(noise.std() - 0.5) < 0.05 and abs(noise.mean()) < 0.05
+    # On one device nothing changes: the draws of a plain SeedGenerator with the same seed.
+    np.testing.assert_array_equal(np.array(out["one_device"]), np.array(out["plain"]))
+
+    # Without noise the stability term is KL(f(x) || f(x)) = 0 with zero gradient, so two
+    # replicas on a global batch of 16 train exactly as one device (up to float rounding).
+    one, two = out["fit_one_quiet"], out["fit_two_quiet"]
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    _assert_all_close(two["weights"], one["weights"])
+    assert max(one["stability_loss"] + two["stability_loss"]) < 1e-6
+    # With noise: one draw per step on every replica, the generator advances as on one device
+    # (4 steps: state [seed, 4]) and the stability term is positive on both.
+    one, two = out["fit_one"], out["fit_two"]
+    assert one["seed_state"] == two["seed_state"] == [[3, 4]]
+    assert min(one["stability_loss"] + two["stability_loss"]) > 0
+    assert np.isfinite(two["loss"]).all()

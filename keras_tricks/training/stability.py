@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_tricks._checks import check_bool, check_keywords, check_number, check_seed
+from keras_tricks.augment._base import PerReplicaSeedGenerator
 from keras_tricks.training._common import (
     check_classifier,
     check_logits,
@@ -37,7 +38,10 @@ class StabilityTraining(keras.Model):
     confidence. Gradients flow through both copies, as in the paper's weight-shared Siamese
     network. The noise is added to the model's input, so `noise_stddev` is in input units
     (0.04 on [0, 1] pixels, the paper's scale); feed float images. Calling, evaluating and
-    predicting run `model` alone, on the input as given; `stability_loss` is logged.
+    predicting run `model` alone, on the input as given; `stability_loss` is logged. Under a
+    `tf.distribute` strategy each replica draws its own noise (the replica id is folded into
+    the seed, as in the augmentation layers); on one device the draws are those of a
+    `keras.random.SeedGenerator(seed)`.
 
     Example:
 
@@ -61,7 +65,7 @@ class StabilityTraining(keras.Model):
         noise_stddev: Standard deviation `sigma` of the Gaussian input noise, >= 0.
         alpha: Weight of the stability term, >= 0.
         from_logits: Whether `model` returns logits (True) or probabilities.
-        seed: Seed of the noise's `keras.random.SeedGenerator` (None: random).
+        seed: Seed of the noise's seed generator (None: random).
         **kwargs: Passed to `keras.Model` (e.g. `name`).
     """
 
@@ -87,7 +91,10 @@ class StabilityTraining(keras.Model):
         self.alpha = alpha
         self.from_logits = from_logits
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed, name="stability_noise_seed")
+        # Under tf.distribute each replica folds its id into the seed, so the replicas' shares of
+        # the global batch get independent noise (a plain SeedGenerator would give every
+        # replica the same draws); on one device the draws are a plain SeedGenerator's.
+        self.seed_generator = PerReplicaSeedGenerator(seed, name="stability_noise_seed")
         self.stability_loss_tracker = keras.metrics.Mean(name="stability_loss")
 
     def call(self, inputs, training=None):
