@@ -5,8 +5,9 @@ the same seeded permutation cut into the same contiguous shards (`tfrecord_tools
 shard encoded by the same `tfrecord_tools.shard.build_shard` (so the same `tf.train.Example`
 bytes, TFRecord framing and GZIP settings), under the same tfds-style names, with the same
 `manifest.json`. Shard files are therefore byte-identical to a local conversion with the same
-options, and `tfrecord_tools.verify` / `read_dataset` accept the output. It also takes the same
-lock on the output (`tfrecord_tools.lock`, held by the driver for the whole run).
+options, and `tfrecord_tools.verify` / `read_dataset` accept the output, as does
+`tfds.builder_from_directory` (the same tfds metadata, `tfrecord_tools.tfds_info`). It also
+takes the same lock on the output (`tfrecord_tools.lock`, held by the driver for the whole run).
 
 Pipeline shape::
 
@@ -79,6 +80,7 @@ from tfrecord_tools.plan import (
 )
 from tfrecord_tools.shard import build_shard
 from tfrecord_tools.storage import TEMP_MARK, GfileStore, is_remote, join, temp_name
+from tfrecord_tools.tfds_info import commit_manifest
 
 __all__ = ["convert_beam", "build_pipeline", "plan_conversion", "BeamConversion", "main"]
 
@@ -332,7 +334,7 @@ def _write_manifest(entries, conversion: BeamConversion):
         by_split[split][index] = entry
     shard_entries = {s: [by_split[s][i] for i in sorted(by_split[s])] for s in by_split}
     manifest = final_manifest(conversion.plan, conversion.resolution, shard_entries)
-    store.write_atomic(mf.manifest_path(output), mf.manifest_bytes(manifest), conversion.run_id)
+    commit_manifest(store, output, manifest, conversion.run_id)  # with its tfds metadata
     sidecars = [
         mf.sidecar_path(output, f) for sp in conversion.plan.splits.values() for f in sp.files
     ]

@@ -31,6 +31,11 @@ mean and population standard deviation are computed once from the totals:
 `mean = sum / count`, `std = sqrt(sum_sq / count - mean**2)`.
 
 All file access goes through `tf.io.gfile`, so `output` may be a local directory or `gs://...`.
+
+Beside it the writers put TensorFlow Datasets metadata derived from it alone (`dataset_info.json`,
+`features.json`, `image.class.label.labels.txt`: `tfrecord_tools.tfds_info`), written with it by
+`tfds_info.commit_manifest`, so `tfds.builder_from_directory(output)` reads the shards; the
+manifest stays the source of truth (checksums, statistics, skipped records).
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from tfrecord_tools._checks import fail
 from tfrecord_tools.options import ConversionOptions
 from tfrecord_tools.sources import Source, open_source
 from tfrecord_tools.storage import TEMP_MARK, Store, join, temp_run_id
+from tfrecord_tools.tfds_info import METADATA_NAMES, commit_manifest, remove_manifest
 
 __all__ = [
     "ConversionPlan",
@@ -64,7 +65,7 @@ def default_name(description: str) -> str:
     """A dataset name from a source description (`idx:/data/fashion` -> `fashion`)."""
     scheme, _, rest = description.partition(":")
     if scheme in ("tfds", "keras"):
-        base = rest
+        base = rest.split("?", 1)[0]  # tfds:NAME?data_dir=DIR names NAME
     elif scheme in ("idx", "cifar", "folder"):
         base = os.path.basename(os.path.normpath(rest))
     elif scheme == "numpy":
@@ -340,7 +341,9 @@ def read_state(store: Store, plan: ConversionPlan) -> OutputState:
             manifest = mf.parse_manifest(raw, mf.manifest_path(output))
         except mf.InvalidManifestError as e:
             error = str(e)
-    files = list(store.list(output, f"{mf.MANIFEST_NAME}{TEMP_MARK}*"))
+    files = []
+    for own in (mf.MANIFEST_NAME, *METADATA_NAMES):  # manifest.json and its tfds metadata
+        files += store.list(output, f"{own}{TEMP_MARK}*")
     for split in plan.splits:
         files += store.list(output, _split_prefix(plan.name, split) + "*")
     sidecars = {}
@@ -477,7 +480,8 @@ def resolve(plan: ConversionPlan, state: OutputState, run_id: str) -> Resolution
             notes.append(f"deleting {len(orphans)} stray shard file(s) of split {split!r}.")
             delete += orphans
     for f in state.files:
-        if f.startswith(mf.MANIFEST_NAME + TEMP_MARK) and temp_run_id(f) != run_id:
+        own = f.split(TEMP_MARK, 1)[0] in (mf.MANIFEST_NAME, *METADATA_NAMES)
+        if own and TEMP_MARK in f and temp_run_id(f) != run_id:
             delete.append(f)
     tasks = tuple(
         ShardTask(split, i, file, sp.fingerprint, tuple(candidates[split][i]))
@@ -496,11 +500,10 @@ def resolve(plan: ConversionPlan, state: OutputState, run_id: str) -> Resolution
 
 def prepare_output(store: Store, plan: ConversionPlan, resolution: Resolution, run_id: str) -> None:
     """Apply a `Resolution` before writing: first the interim manifest, then the deletions."""
-    path = mf.manifest_path(plan.output)
     if resolution.interim is None:
-        store.delete([path])
+        remove_manifest(store, plan.output)
     elif isinstance(resolution.interim, dict):
-        store.write_atomic(path, mf.manifest_bytes(resolution.interim), run_id)
+        commit_manifest(store, plan.output, resolution.interim, run_id)  # with its tfds metadata
     store.delete([join(plan.output, f) for f in resolution.delete])
 
 

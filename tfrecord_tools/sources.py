@@ -10,7 +10,9 @@
 `folder:DIR`       one sub-folder per class (ImageNet layout, any format Pillow reads); with
                    `DIR/train`, `DIR/val`, `DIR/validation` or `DIR/test` sub-folders, each is a
                    split
-`tfds:NAME`        a TensorFlow Datasets dataset (needs `tensorflow-datasets`; downloads if needed)
+`tfds:NAME`        a TensorFlow Datasets dataset (needs `tensorflow-datasets`; downloads and
+                   prepares it if needed); `tfds:NAME?data_dir=DIR` reads it from DIR (default:
+                   `TFDS_DATA_DIR`, else `~/tensorflow_datasets`). Streamed: see `TfdsSplit`
 `keras:NAME`       `keras.datasets.NAME.load_data()` (downloads on first use; online users)
 =================  ===========================================================================
 
@@ -39,10 +41,15 @@ and what to do — never silently changed:
   hold none, so `idx:` sources get names only from `label_names=` or from `name=` when it names a
   known dataset (`convert(..., name="fashion_mnist")`), never from the path.
 
-A split is either arrays in memory (`ArraySplit`) or a list of files (`FileSplit`). The writer
-asks a split for the *payload* of one shard (a picklable object sent to a worker process) and the
-worker turns it into records with `iter_payload`, which needs NumPy and, for files, Pillow — never
-TensorFlow, so worker processes start fast.
+A split is either arrays in memory (`ArraySplit`), a list of files (`FileSplit`) or a prepared
+tfds split (`TfdsSplit`). The writer asks a split for the *payload* of one shard (a picklable
+object sent to a worker process) and the worker turns it into records with `iter_payload`, which
+needs NumPy and, for files, Pillow — never TensorFlow, so worker processes start fast — except
+for a tfds payload: that worker reads its records' slice of the prepared files with
+tensorflow-datasets, so no process ever holds the whole dataset. With `shuffle=True` (the
+default) a shard's records are spread over the whole split, so each shard reads through it
+(encoded, undecoded); tfds shuffles examples when it prepares a dataset, so `shuffle=False`
+reads every record once, in contiguous slices, and is the choice for large tfds datasets.
 """
 
 import dataclasses
@@ -66,6 +73,8 @@ __all__ = [
     "FileSplit",
     "ArrayPayload",
     "FilePayload",
+    "TfdsSplit",
+    "TfdsPayload",
     "open_source",
     "iter_payload",
     "SCHEMES",
@@ -461,6 +470,8 @@ def iter_payload(payload: "ArrayPayload | FilePayload") -> Iterator[tuple]:
                 yield int(index), None, int(label), name, e
             else:
                 yield int(index), image, int(label), name, None
+    elif isinstance(payload, TfdsPayload):
+        yield from _iter_tfds(payload)
     else:
         raise ValueError(f"unknown payload {type(payload).__name__}")
 
@@ -685,6 +696,136 @@ def _has_folders(gfile, d):
     return any(not _is_hidden(n) and gfile.isdir(f"{d}/{n}") for n in names)
 
 
+class TfdsSplit(_Split):
+    """One split of a prepared TensorFlow Datasets dataset, read shard by shard, never whole.
+
+    Only the split's size and label range are known here, from the dataset's metadata: no
+    example is read when the source is opened. A shard's payload (`TfdsPayload`) names its
+    records by position in the split (tfds's file order, as `split[a:b]` slices count) and the
+    process that builds the shard reads them from the prepared files (`iter_payload`).
+    """
+
+    kind = "tfds"
+
+    def __init__(
+        self,
+        builder_dir: str,
+        tfds_split: str,
+        num_records: int,
+        image_key: str,
+        label_key: str,
+        num_classes: int | None = None,
+        name: str = "train",
+    ):
+        self.builder_dir = str(builder_dir)
+        self.tfds_split = tfds_split
+        self._num_records = int(num_records)
+        self.image_key = image_key
+        self.label_key = label_key
+        self.num_classes = num_classes
+        self.name = name
+
+    @property
+    def num_records(self) -> int:
+        return self._num_records
+
+    def max_label(self) -> int:
+        # A ClassLabel's values are below its class count (tfds checks it when preparing).
+        return self.num_classes - 1 if self.num_classes else -1
+
+    def payload(self, indices: Any) -> "TfdsPayload":
+        """The picklable description of records `indices` (positions in the split)."""
+        return TfdsPayload(
+            self.name,
+            np.asarray(indices),
+            self.builder_dir,
+            self.tfds_split,
+            self.image_key,
+            self.label_key,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsPayload:
+    """One shard's records of a `TfdsSplit`, sent to a worker: positions in the split, and where
+    the prepared dataset lives (`builder_dir`, read with `tfds.builder_from_directory`)."""
+
+    split: str
+    indices: np.ndarray
+    builder_dir: str
+    tfds_split: str
+    image_key: str
+    label_key: str
+
+
+def _iter_tfds(payload: TfdsPayload) -> Iterator[tuple]:
+    """Records of a `TfdsPayload` in payload order, reading only the slice they span.
+
+    The slice `split[lo:hi]` is read in file order (one file at a time, `interleave_cycle_length`
+    1) with the image left encoded (`SkipDecoding`); a record is decoded by the dataset's own
+    feature (`decode_example`, what `as_dataset` does) when its turn comes. Records read before
+    their turn wait encoded, so memory is bounded by one shard's encoded images; with
+    `shuffle=False` every shard is a contiguous slice and nothing waits.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    order = [int(i) for i in payload.indices]
+    if not order:
+        return
+    builder = tfds.builder_from_directory(payload.builder_dir)
+    feature = builder.info.features[payload.image_key]
+    lo, hi = min(order), max(order) + 1
+    ds = builder.as_dataset(
+        split=f"{payload.tfds_split}[{lo}:{hi}]",
+        shuffle_files=False,
+        read_config=tfds.ReadConfig(interleave_cycle_length=1),
+        decoders={payload.image_key: tfds.decode.SkipDecoding()},
+    )
+    wanted = set(order)
+    waiting = {}
+    turn = 0
+    for position, example in enumerate(tfds.as_numpy(ds), start=lo):
+        if position not in wanted:
+            continue
+        waiting[position] = (example[payload.image_key], example[payload.label_key])
+        while turn < len(order) and order[turn] in waiting:
+            index = order[turn]
+            encoded, label = waiting.pop(index)
+            what = f"image {index} of tfds split {payload.tfds_split!r}"
+            image = np.asarray(feature.decode_example(tf.constant(encoded)))
+            image = _check_pixels(image[:, :, None] if image.ndim == 2 else image, what)
+            _check_channels(image.shape, what)
+            if int(label) < 0:
+                raise ValueError(
+                    f"record {index} of tfds split {payload.tfds_split!r} has label {int(label)} "
+                    "(no label); tfrecord_tools stores class ids >= 0."
+                )
+            yield index, image, int(label), f"{payload.split}/{index}", None
+            turn += 1
+    if turn < len(order):
+        raise ValueError(
+            f"tfds split {payload.tfds_split!r} at {payload.builder_dir!r} ended before record "
+            f"{order[turn]}: fewer records than its dataset_info.json lists."
+        )
+
+
+def _tfds_options(name):
+    """`(NAME, data_dir)` from `NAME` or `NAME?data_dir=DIR`."""
+    from urllib.parse import parse_qsl
+
+    name, _, query = name.partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    unknown = sorted(set(options) - {"data_dir"})
+    if unknown or (query and not options.get("data_dir")):
+        raise ValueError(
+            "`source` must be 'tfds:NAME' or 'tfds:NAME?data_dir=DIR' (data_dir: where the "
+            "prepared dataset lives; default TFDS_DATA_DIR). "
+            f"Received: source='tfds:{name}?{query}'"
+        )
+    return name, options.get("data_dir")
+
+
 def _tfds_source(name, wanted=None):
     try:
         import tensorflow_datasets as tfds
@@ -693,21 +834,38 @@ def _tfds_source(name, wanted=None):
             f"source 'tfds:{name}' needs TensorFlow Datasets: pip install tensorflow-datasets "
             "(or keras-tricks[tfds])."
         ) from e
-    builder = tfds.builder(name)
+    description = f"tfds:{name}"
+    name, data_dir = _tfds_options(name)
+    builder = tfds.builder(name, data_dir=data_dir)
     builder.download_and_prepare()
-    label_names = None
     supervised = builder.info.supervised_keys
     if not supervised:
         raise ValueError(f"tfds:{name} has no supervised (image, label) keys; cannot convert it.")
+    image_key, label_key = supervised[0], supervised[1]
+    label_feature = builder.info.features[label_key]
+    num_classes = getattr(label_feature, "num_classes", None)
     try:
-        label_names = list(builder.info.features[supervised[1]].names)
+        label_names = list(label_feature.names)
     except (KeyError, AttributeError, TypeError):
         label_names = None  # a label feature without class names
     splits = {}
+    infos = builder.info.splits
     # A builder lists its splits after preparation; fall back to the usual two when it does not
-    # (tfds.testing.mock_data builders have no split metadata).
-    for split in sorted(builder.info.splits.keys()) or ["test", "train"]:
+    # (tfds.testing.mock_data builders have no split metadata, nor files to read by position:
+    # those few mock records are read whole).
+    for split in sorted(infos.keys()) or ["test", "train"]:
         if wanted is not None and split not in wanted:
+            continue
+        if split in infos:
+            splits[split] = TfdsSplit(
+                str(builder.data_dir),
+                split,
+                infos[split].num_examples,
+                image_key,
+                label_key,
+                num_classes,
+                split,
+            )
             continue
         ds = builder.as_dataset(split=split, as_supervised=True)
         images, labels = [], []
@@ -722,7 +880,7 @@ def _tfds_source(name, wanted=None):
             f"split {sorted(wanted or [])} not in tfds:{name}; it has splits "
             f"{sorted(builder.info.splits.keys())}."
         )
-    return Source(splits, label_names, f"tfds:{name}")
+    return Source(splits, label_names, description)
 
 
 def _keras_source(name):

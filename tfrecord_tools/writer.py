@@ -22,7 +22,10 @@ How a conversion runs:
    are renamed, never directories (GCS emulators cannot rename directories; on `gs://` a
    rename is copy + delete and the object appears atomically).
 5. When every shard is in place, `manifest.json` is written (atomically, after checking that
-   this run still holds the lock), the per-shard records are removed, then the lock.
+   this run still holds the lock), the per-shard records are removed, then the lock. Just
+   before it, the TensorFlow Datasets metadata derived from it (`dataset_info.json`,
+   `features.json`, the class names; `tfrecord_tools.tfds_info`), so that
+   `tfds.builder_from_directory(output)` reads the shards as they are.
 
 On any failure this run's temporary files are removed; storage failures (disk full, read-only,
 ...) raise `storage.StorageError` naming the path and the cause (CLI: exit 2).
@@ -67,6 +70,7 @@ from tfrecord_tools.storage import (
     storage_error,
     temp_name,
 )
+from tfrecord_tools.tfds_info import commit_manifest
 
 __all__ = [
     "convert",
@@ -356,7 +360,7 @@ def _write(plan, store, run_id, lock, pool, stack) -> dict:
     lock.check(reread=True)
     manifest = final_manifest(plan, resolution, entries)
     try:
-        mf.write_manifest(output, manifest, run_id=run_id)
+        commit_manifest(store, output, manifest, run_id)  # its tfds metadata first
     except StorageError:
         raise
     except OSError as e:
