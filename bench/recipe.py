@@ -46,15 +46,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_tricks import recipes  # noqa: E402
-from keras_tricks.cli import (  # noqa: E402
-    _cpu_name,
-    _demo_settings,
-    epoch_clock,
-    run_demo,
-    time_to_reach,
-)
+from keras_tricks.cli import _demo_settings, run_demo  # noqa: E402
 from keras_tricks.datasets import load_fashion_mnist  # noqa: E402
 from keras_tricks.models import resnet9  # noqa: E402
+from keras_tricks.runtime import cpu_name, epoch_clock, time_to_reach  # noqa: E402
 from keras_tricks.training import TestTimeAugmentation  # noqa: E402
 
 
@@ -253,7 +248,7 @@ def main(argv=None):
     _emit(
         {
             "bench": "recipe",
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "keras": keras.__version__,
             "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+from keras_tricks import runtime  # imports neither Keras nor TensorFlow
 from keras_tricks._version import __version__
 from tfrecord_tools.cli import add_verbose_argument, quiet_tensorflow_startup
 
@@ -103,16 +104,11 @@ def pick_peak_learning_rate(result, default_lr):
 
 def _find_idx_dir(data_dir):
     """The directory holding the four Fashion-MNIST IDX files, or None."""
-    from keras_tricks.datasets import FASHION_MNIST_DIR
+    from keras_tricks.datasets import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+    from tfrecord_tools.idx import find_idx
 
     directory = data_dir or FASHION_MNIST_DIR
-    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-    stems += ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    if all(
-        os.path.exists(os.path.join(directory, s))
-        or os.path.exists(os.path.join(directory, s + ".gz"))
-        for s in stems
-    ):
+    if all(find_idx(directory, stem) for stem in FASHION_MNIST_FILES.values()):
         return directory
     return None
 
@@ -164,136 +160,6 @@ def _convert(arrays, idx_dir, tfrecord_dir, quick):
     print(f"      {counts} records in {time.perf_counter() - started:.1f} s")
 
 
-def epoch_clock(budget_cpu_s=None):
-    """A Keras callback recording cumulative training seconds, wall and CPU, at each epoch end.
-
-    Attributes `train_s`, `train_cpu_s` and `val_accuracy` get one value per epoch. The time
-    spent scoring `validation_data` is left out, so the figures are training time. CPU seconds
-    (`time.process_time`, every thread of this process) change little when other jobs share
-    the machine; wall seconds do. With `budget_cpu_s` it stops training once the next epoch
-    would overrun that many CPU seconds (for same-budget comparisons).
-
-    Example:
-
-    ```python
-    clock = epoch_clock()
-    # model.fit(..., callbacks=[clock]); clock.train_s, clock.val_accuracy
-    ```
-
-    Args:
-        budget_cpu_s: optional CPU-second budget of the training.
-    """
-    import keras
-
-    class _EpochClock(keras.callbacks.Callback):
-        def __init__(self, budget_cpu_s=None):
-            super().__init__()
-            self.budget_cpu_s = budget_cpu_s
-            self.train_s, self.train_cpu_s, self.val_accuracy = [], [], []
-
-        def on_train_begin(self, logs=None):
-            self._start, self._start_cpu = time.perf_counter(), time.process_time()
-            self._in_test = self._in_test_cpu = 0.0
-
-        def on_test_begin(self, logs=None):
-            self._test_start, self._test_cpu = time.perf_counter(), time.process_time()
-
-        def on_test_end(self, logs=None):
-            self._in_test += time.perf_counter() - self._test_start
-            self._in_test_cpu += time.process_time() - self._test_cpu
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            wall = time.perf_counter() - self._start - self._in_test
-            cpu = time.process_time() - self._start_cpu - self._in_test_cpu
-            self.train_s.append(round(wall, 1))
-            self.train_cpu_s.append(round(cpu, 1))
-            acc = logs.get("val_accuracy", logs.get("val_categorical_accuracy"))
-            self.val_accuracy.append(None if acc is None else round(float(acc), 4))
-            if self.budget_cpu_s is not None:
-                if cpu + 0.5 * cpu / (epoch + 1) >= self.budget_cpu_s:
-                    self.model.stop_training = True
-
-    return _EpochClock(budget_cpu_s)
-
-
-def time_to_reach(clock, thresholds=(0.92, 0.93)):
-    """Training seconds (wall and CPU) at the first epoch end whose test accuracy >= each
-    threshold: `{"seconds_to_92": ..., "cpu_seconds_to_92": ..., ...}` (None if never)."""
-    out = {}
-    for t in thresholds:
-        hits = [
-            (s, c)
-            for s, c, a in zip(clock.train_s, clock.train_cpu_s, clock.val_accuracy)
-            if a is not None and a >= t
-        ]
-        out[f"seconds_to_{round(t * 100)}"] = hits[0][0] if hits else None
-        out[f"cpu_seconds_to_{round(t * 100)}"] = hits[0][1] if hits else None
-    return out
-
-
-def schedule_figure(schedule, total_steps, steps_per_epoch, logged=None, title=None):
-    """The learning rate of `schedule` at every optimizer step (a matplotlib Figure).
-
-    Args:
-        schedule: a `keras.optimizers.schedules.LearningRateSchedule` (or float).
-        total_steps: steps of the run.
-        steps_per_epoch: for the secondary epoch axis.
-        logged: optional per-epoch rates that training logged (`LearningRateLogger`), drawn
-            as dots at the end of each epoch.
-        title: figure title.
-    """
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    steps = np.arange(total_steps)
-    if callable(schedule):
-        values = np.asarray(schedule(steps), dtype=float)
-    else:
-        values = np.full(total_steps, float(schedule))
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
-    ax = fig.subplots()
-    ax.plot(steps, values, label="schedule")
-    if logged:
-        ends = np.arange(1, len(logged) + 1) * steps_per_epoch - 1
-        ax.plot(ends, logged, "o", ms=4, label="logged at epoch end")
-        ax.legend()
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate")
-    ax.grid(True, alpha=0.3)
-    top = ax.secondary_xaxis(
-        "top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch)
-    )
-    top.set_xlabel("epoch")
-    if title:
-        ax.set_title(title, fontsize=10)
-    return fig
-
-
-def curves_figure(history):
-    """Training curves from a Keras `History.history` dict: loss, accuracy, learning rate."""
-    from matplotlib.figure import Figure
-
-    epochs = range(1, len(history["loss"]) + 1)
-    fig = Figure(figsize=(12, 3.6), layout="constrained")
-    axes = fig.subplots(1, 3)
-    for ax, key, label in (
-        (axes[0], "loss", "loss (label-smoothed CE)"),
-        (axes[1], "accuracy", "accuracy"),
-        (axes[2], "learning_rate", "learning rate (end of epoch)"),
-    ):
-        if key in history:
-            ax.plot(epochs, history[key], "o-", ms=3, label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], "o-", ms=3, label="test (EMA weights)")
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
-        if f"val_{key}" in history:
-            ax.legend()
-    return fig
-
-
 def _predict(recipe, use_ema, use_tta):
     """Scores and labels of the recipe's test data; EMA weights and TTA as asked."""
     import contextlib
@@ -327,12 +193,15 @@ def run_demo(output="runs/demo", quick=False, data_dir=None, seed=0, epochs=None
     idx_dir = _find_idx_dir(data_dir)
 
     # oneDNN must be chosen before TensorFlow is imported; the recipe picks the precision.
-    from keras_tricks import runtime
-
     cpu = runtime.configure_cpu(bfloat16=False)
 
     from keras_tricks.lr_finder import find_lr
-    from keras_tricks.plotting import save_augmentation_grid, save_confusion_matrix
+    from keras_tricks.plotting import (
+        curves_figure,
+        save_augmentation_grid,
+        save_confusion_matrix,
+        schedule_figure,
+    )
     from keras_tricks.recipes import fashion_mnist
 
     cfg = _demo_settings(quick)
@@ -394,7 +263,7 @@ def run_demo(output="runs/demo", quick=False, data_dir=None, seed=0, epochs=None
         f"zero-γ, no bias decay"
     )
     t = time.perf_counter()
-    clock = epoch_clock()
+    clock = runtime.epoch_clock()
     history = recipe.fit(verbose=2, callbacks=[clock]).history
     timings["train"] = time.perf_counter() - t
 
@@ -473,7 +342,7 @@ def run_demo(output="runs/demo", quick=False, data_dir=None, seed=0, epochs=None
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "epoch_train_s": clock.train_s,
         "epoch_train_cpu_s": clock.train_cpu_s,
-        **time_to_reach(clock),
+        **runtime.time_to_reach(clock),
         "seconds": round(seconds, 1),
         "quick": bool(quick),
         "plots": {
@@ -496,19 +365,6 @@ def run_demo(output="runs/demo", quick=False, data_dir=None, seed=0, epochs=None
     return summary
 
 
-def _cpu_name():
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _write_report(path, recipe, summary):
     acc = summary["accuracies"]
     t = summary["timings_s"]
@@ -517,7 +373,7 @@ def _write_report(path, recipe, summary):
         "",
         f"**Test accuracy {summary['test_accuracy']:.4f}** (EMA weights + flip TTA, "
         f"{summary['test_images']:,} test images) in {_format_seconds(summary['seconds'])} "
-        f"wall on {_cpu_name()} ({os.cpu_count()} cores)"
+        f"wall on {runtime.cpu_name()} ({os.cpu_count()} cores)"
         + (" — `--quick` smoke run, not the real figure." if summary["quick"] else "."),
         "",
         "| evaluation | test accuracy |",
@@ -579,8 +435,6 @@ def environment_info():
 
     import keras
 
-    from keras_tricks import runtime
-
     try:
         tensorflow = importlib.metadata.version("tensorflow")
     except importlib.metadata.PackageNotFoundError:
@@ -593,7 +447,7 @@ def environment_info():
         f"python: {platform.python_version()}",
         f"keras: {keras.__version__} (backend {keras.backend.backend()})",
         f"tensorflow: {tensorflow} (oneDNN {onednn_text})",
-        f"cpu: {_cpu_name()} ({os.cpu_count()} cores)",
+        f"cpu: {runtime.cpu_name()} ({os.cpu_count()} cores)",
         f"native bfloat16: {bf16}",
     ]
     return "\n".join(lines)

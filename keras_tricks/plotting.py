@@ -1,19 +1,35 @@
-"""Look at what an augmentation does: a PNG grid of images and several augmented copies of each.
+"""Figures of a training run: augmentation grids, confusion matrices, the schedule and curves.
 
-Needs matplotlib (the `plot` extra). The default grid shows Fashion-MNIST (Xiao et al. 2017,
-https://arxiv.org/abs/1708.07747) through Page's CIFAR-10 augmentation (pad 4 reflect + crop,
-flip, 8x8 cutout) and an Inception-style random-resized crop::
+`augmentation_grid` / `save_augmentation_grid` show what an augmentation does (each image beside
+several augmented copies), `confusion_matrix` / `save_confusion_matrix` where a classifier errs,
+`schedule_figure` the learning rate at every step, `curves_figure` a `History`'s loss,
+accuracy and learning rate; `keras-tricks demo` draws its report with them.
 
-    python -m keras_tricks.plotting --output docs/augment_grid.png
+Needs matplotlib (the `plot` extra). The docs figure (`fashion_mnist_grid`) shows Fashion-MNIST
+(Xiao et al. 2017, https://arxiv.org/abs/1708.07747) through Page's CIFAR-10 augmentation (pad 4
+reflect + crop, flip, 8x8 cutout) and an Inception-style random-resized crop:
+
+```
+python -m keras_tricks.plotting --output docs/augment_grid.png
+```
 """
+
+from __future__ import annotations
 
 import argparse
 import inspect
 import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 from keras import ops
+
+from keras_tricks._checks import check_int, check_number, check_range, fail
+
+if TYPE_CHECKING:  # matplotlib loads only when a figure is drawn
+    from matplotlib.figure import Figure
 
 __all__ = [
     "augmentation_grid",
@@ -21,24 +37,34 @@ __all__ = [
     "fashion_mnist_grid",
     "confusion_matrix",
     "save_confusion_matrix",
+    "schedule_figure",
+    "curves_figure",
 ]
 
 
-def _check_images(images):
+def _check_images(images: Any) -> np.ndarray:
+    """`images` as an (N, H, W, C) array with N >= 1 and C in (1, 3), or a ValueError."""
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(
-            "`images` must have shape (N, H, W), (N, H, W, 1) or (N, H, W, 3); "
-            f"received shape {images.shape}."
-        )
-    if len(images) == 0:
-        raise ValueError("`images` must hold at least one image; received 0 images.")
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
+        fail("images.shape", "(N, H, W), (N, H, W, 1) or (N, H, W, 3) with N >= 1", images.shape)
     return images
 
 
-def augmentation_grid(images, augmentation, num_augmentations=7):
+def _check_title(title: Any) -> str | None:
+    if title is not None and not isinstance(title, str):
+        fail("title", "a string or None", title)
+    return title
+
+
+def _check_path(path: Any) -> str | os.PathLike:
+    if not isinstance(path, (str, os.PathLike)):
+        fail("path", "a file name (str or os.PathLike)", path)
+    return path
+
+
+def augmentation_grid(images: Any, augmentation: Any, num_augmentations: int = 7) -> np.ndarray:
     """Augment every image `num_augmentations` times: array (N, 1 + num_augmentations, H', W', C).
 
     Column 0 holds the originals; each further column is one call of `augmentation` on the
@@ -62,14 +88,9 @@ def augmentation_grid(images, augmentation, num_augmentations=7):
     ```
     """
     images = _check_images(images)
-    if (
-        isinstance(num_augmentations, bool)
-        or not isinstance(num_augmentations, int)
-        or (num_augmentations < 1)
-    ):
-        raise ValueError(
-            f"`num_augmentations` must be an int >= 1; received {num_augmentations!r}."
-        )
+    if not callable(augmentation):
+        fail("augmentation", "a Keras layer or a callable f(batch, training=True)", augmentation)
+    num_augmentations = check_int("num_augmentations", num_augmentations, minimum=1)
     columns = [
         ops.convert_to_numpy(augmentation(images, training=True)) for _ in range(num_augmentations)
     ]
@@ -84,8 +105,13 @@ def augmentation_grid(images, augmentation, num_augmentations=7):
 
 
 def save_augmentation_grid(
-    images, augmentation, path, num_augmentations=7, title=None, value_range=None
-):
+    images: Any,
+    augmentation: Any,
+    path: str | os.PathLike,
+    num_augmentations: int = 7,
+    title: str | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> str | os.PathLike:
     """Write `augmentation_grid(images, augmentation)` to a PNG: one row per image.
 
     Args:
@@ -110,12 +136,21 @@ def save_augmentation_grid(
     out = save_augmentation_grid(x, augment.Cutout(8), os.path.join(tempfile.mkdtemp(), "g.png"))
     ```
     """
+    _check_path(path)
+    _check_title(title)
+    if value_range is not None:
+        value_range = check_range("value_range", value_range)
     grid = augmentation_grid(images, augmentation, num_augmentations)
     return _save_grid(grid, path, title, value_range)
 
 
-def _save_grid(grid, path, title=None, value_range=None):
-    """Draw a (rows, cols, H, W, C) grid of images to the PNG `path`."""
+def _save_grid(
+    grid: np.ndarray,
+    path: str | os.PathLike,
+    title: str | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> str | os.PathLike:
+    """Draw a (rows, cols, H, W, C) grid of images to the PNG `path` (arguments checked)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,7 +189,13 @@ def _save_grid(grid, path, title=None, value_range=None):
     return path
 
 
-def fashion_mnist_grid(path, num_images=6, num_augmentations=7, seed=0, data_dir=None):
+def fashion_mnist_grid(
+    path: str | os.PathLike,
+    num_images: int = 6,
+    num_augmentations: int = 7,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+) -> str | os.PathLike:
     """The docs figure: Fashion-MNIST test images through two augmentation chains.
 
     Rows 1..num_images: pad 4 (reflect) + per-image crop, flip, 8x8 cutout (Page's CIFAR-10
@@ -162,15 +203,24 @@ def fashion_mnist_grid(path, num_images=6, num_augmentations=7, seed=0, data_dir
 
     Args:
         path: output PNG.
-        num_images: images per chain.
-        num_augmentations: augmented copies per image.
-        seed: seeds the image choice and the layers.
+        num_images: images per chain (>= 1; the two chains take 2 * num_images test images).
+        num_augmentations: augmented copies per image (>= 1).
+        seed: seeds the image choice and the layers (an integer >= 0).
         data_dir: IDX directory; None for the Debian location (`keras_tricks.datasets`).
+
+    Returns:
+        `path`.
     """
     from keras_tricks import augment
     from keras_tricks.datasets import load_fashion_mnist
 
+    _check_path(path)
+    num_images = check_int("num_images", num_images, minimum=1)
+    check_int("num_augmentations", num_augmentations, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     _, (x_test, _) = load_fashion_mnist(data_dir)
+    if 2 * num_images > len(x_test):
+        fail("num_images", f"an integer in [1, {len(x_test) // 2}]", num_images)
     rng = np.random.default_rng(seed)
     chosen = x_test[rng.choice(len(x_test), size=2 * num_images, replace=False)][..., None]
     page = keras.Sequential(
@@ -190,15 +240,16 @@ def fashion_mnist_grid(path, num_images=6, num_augmentations=7, seed=0, data_dir
     second = augmentation_grid(chosen[num_images:], inception, num_augmentations)
     title = (
         f"Fashion-MNIST. Rows 1-{num_images}: RandomPadCrop(4, reflect) + RandomFlip + Cutout(8)\n"
-        f"Rows {num_images + 1}-{2 * num_images}: RandomResizedCrop(28, 28, scale=(0.25, 1)) + RandomFlip"
+        f"Rows {num_images + 1}-{2 * num_images}: "
+        "RandomResizedCrop(28, 28, scale=(0.25, 1)) + RandomFlip"
     )
     return _save_grid(np.concatenate([first, second], axis=0), path, title)
 
 
-def confusion_matrix(labels, predictions, num_classes=None):
+def confusion_matrix(labels: Any, predictions: Any, num_classes: int | None = None) -> np.ndarray:
     """Counts `C[i, j]` of examples of true class `i` predicted as class `j` (int64 array).
 
-    ```python
+    ```
     C = zeros((K, K)); for y, p in zip(labels, predictions): C[y, p] += 1
     ```
 
@@ -212,20 +263,36 @@ def confusion_matrix(labels, predictions, num_classes=None):
     Args:
         labels: true class ids (N,).
         predictions: predicted class ids (N,).
-        num_classes: K; default 1 + the largest id seen.
+        num_classes: K (>= 1); default 1 + the largest id seen.
     """
-    labels = np.asarray(labels).reshape(-1).astype("int64")
-    predictions = np.asarray(predictions).reshape(-1).astype("int64")
+    labels = _class_ids("labels", labels)
+    predictions = _class_ids("predictions", predictions)
     if labels.shape != predictions.shape:
-        raise ValueError(
-            "`labels` and `predictions` must have the same length. Received: "
-            f"{labels.size} labels, {predictions.size} predictions"
-        )
+        fail("len(predictions)", f"the same length as `labels` ({labels.size})", predictions.size)
+    num_classes = check_int("num_classes", num_classes, minimum=1, allow_none=True)
     k = num_classes or int(max(labels.max(initial=0), predictions.max(initial=0))) + 1
+    for name, ids in (("labels", labels), ("predictions", predictions)):
+        if ids.size and ids.max() >= k:
+            fail(name, f"class ids below num_classes={k}", int(ids.max()))
     return np.bincount(labels * k + predictions, minlength=k * k).reshape(k, k)
 
 
-def save_confusion_matrix(labels, predictions, path, label_names=None, title=None):
+def _class_ids(name: str, values: Any) -> np.ndarray:
+    """`values` as a flat int64 array of class ids >= 0, or a ValueError naming `name`."""
+    ids = np.asarray(values).reshape(-1)
+    # Whole-number floats pass (labels read as float); booleans, fractions and negatives not.
+    if ids.size and (ids.dtype.kind not in "iuf" or np.any(ids < 0) or np.any(ids % 1 != 0)):
+        fail(name, "class ids (whole numbers >= 0)", values)
+    return ids.astype("int64")
+
+
+def save_confusion_matrix(
+    labels: Any,
+    predictions: Any,
+    path: str | os.PathLike,
+    label_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> str | os.PathLike:
     """Write the confusion matrix as a PNG heat map with the counts; returns `path`.
 
     Rows are the true classes, columns the predictions; the diagonal holds the correct ones.
@@ -242,11 +309,20 @@ def save_confusion_matrix(labels, predictions, path, label_names=None, title=Non
         labels: true class ids.
         predictions: predicted class ids.
         path: output PNG (its directory is created).
-        label_names: class names for the axes.
+        label_names: class names for the axes, one per class (their number is K).
         title: figure title.
+
+    Returns:
+        `path`.
     """
     from matplotlib.figure import Figure
 
+    _check_path(path)
+    _check_title(title)
+    if label_names is not None and (
+        isinstance(label_names, str) or not all(isinstance(n, str) for n in label_names)
+    ):
+        fail("label_names", "a sequence of class names (strings) or None", label_names)
     k = len(label_names) if label_names is not None else None
     counts = confusion_matrix(labels, predictions, k)
     k = counts.shape[0]
@@ -278,6 +354,127 @@ def save_confusion_matrix(labels, predictions, path, label_names=None, title=Non
         os.makedirs(directory, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def schedule_figure(
+    schedule: Any,
+    total_steps: int,
+    steps_per_epoch: int,
+    logged: Sequence[float] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The learning rate of `schedule` at every optimizer step, as a matplotlib Figure.
+
+    A line of `schedule(step)` for step 0 .. total_steps - 1, with the epochs on a second axis
+    along the top; the rates training logged at each epoch end (`LearningRateLogger`, or
+    `History.history["learning_rate"]`) are drawn on it as dots, so a reader sees that the
+    optimizer used the schedule that was drawn:
+
+    ```
+    x = range(total_steps); y = [schedule(s) for s in x]        # the line
+    dots: ((e + 1) * steps_per_epoch - 1, logged[e]) for each epoch e
+    ```
+
+    Example:
+
+    ```python
+    import os, tempfile
+    import keras
+    from keras_tricks.plotting import schedule_figure
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=100)
+    fig = schedule_figure(schedule, total_steps=100, steps_per_epoch=10, logged=[0.1] * 10)
+    fig.savefig(os.path.join(tempfile.mkdtemp(), "schedule.png"))
+    ```
+
+    Args:
+        schedule: a `keras.optimizers.schedules.LearningRateSchedule` (any callable of the
+            step that accepts an array of steps), or a constant rate (a number).
+        total_steps: optimizer steps of the run (>= 1).
+        steps_per_epoch: optimizer steps per epoch (>= 1), for the epoch axis and the dots.
+        logged: optional rates logged at the end of each epoch.
+        title: optional figure title.
+    """
+    total_steps = check_int("total_steps", total_steps, minimum=1)
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+    if not callable(schedule):
+        check_number("schedule", schedule, positive=True, finite=True)
+    if logged is not None:
+        if isinstance(logged, (str, bytes)) or np.ndim(logged) != 1:
+            fail("logged", "a 1-D sequence of per-epoch learning rates, or None", logged)
+        for epoch, rate in enumerate(logged):
+            check_number(f"logged[{epoch}]", rate)
+    _check_title(title)
+    from matplotlib.figure import Figure
+
+    steps = np.arange(total_steps)
+    if callable(schedule):
+        values = np.asarray(ops.convert_to_numpy(schedule(steps)), dtype=float)
+    else:
+        values = np.full(total_steps, float(schedule))
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(steps, values, label="schedule")
+    if logged:
+        ends = np.arange(1, len(logged) + 1) * steps_per_epoch - 1
+        ax.plot(ends, logged, "o", ms=4, label="logged at epoch end")
+        ax.legend()
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.grid(True, alpha=0.3)
+    top = ax.secondary_xaxis(
+        "top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch)
+    )
+    top.set_xlabel("epoch")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+# The panels of `curves_figure`: History key and title.
+CURVES = (
+    ("loss", "loss (label-smoothed CE)"),
+    ("accuracy", "accuracy"),
+    ("learning_rate", "learning rate (end of epoch)"),
+)
+
+
+def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
+    """Training curves from a Keras `History.history` dict, as a matplotlib Figure.
+
+    Three panels against the epoch: loss, accuracy and learning rate; each shows the training
+    value (`key`) and, where present, the validation value (`val_key`, "test (EMA weights)"
+    in the demo, which validates on the test images with the averaged weights).
+
+    Example:
+
+    ```python
+    from keras_tricks.plotting import curves_figure
+    history = {"loss": [1.2, 0.8], "val_loss": [1.0, 0.9], "accuracy": [0.6, 0.8]}
+    fig = curves_figure(history)
+    assert len(fig.axes) == 3
+    ```
+
+    Args:
+        history: `model.fit(...).history`: per-epoch values under "loss" (required),
+            "accuracy", "learning_rate" and their "val_" twins.
+    """
+    if not isinstance(history, Mapping) or not history.get("loss"):
+        fail("history", "a Keras History.history dict with a non-empty 'loss' list", history)
+    from matplotlib.figure import Figure
+
+    epochs = range(1, len(history["loss"]) + 1)
+    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, (key, label) in zip(axes, CURVES):
+        if key in history:
+            ax.plot(epochs, history[key], "o-", ms=3, label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "o-", ms=3, label="test (EMA weights)")
+            ax.legend()
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    return fig
 
 
 def build_parser() -> argparse.ArgumentParser:

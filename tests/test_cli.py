@@ -206,3 +206,69 @@ def test_no_file_but_version_py_and_the_changelog_writes_the_version():
             if pattern.search(line) and not re.search(r"\bsince " + re.escape(version), line):
                 offenders.append(f"{name}:{number}: {line.strip()}")
     assert offenders == [], "the version is written outside keras_tricks/_version.py"
+
+
+# --- keras_tricks.runtime: what the demo and bench/recipe.py record ----------------------------
+# (cpu_name, epoch_clock and time_to_reach moved here from the demo's module.)
+
+
+def test_cpu_name_reads_the_model_name_line_of_cpuinfo(tmp_path):
+    import platform
+
+    from keras_tricks.runtime import cpu_name
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45\n")
+    assert cpu_name(str(cpuinfo)) == "AMD EPYC 9B45"
+    fallback = platform.processor() or platform.machine()
+    assert cpu_name(str(tmp_path / "missing")) == fallback
+
+
+def test_time_to_reach_takes_the_first_epoch_at_or_above_each_threshold():
+    from types import SimpleNamespace
+
+    from keras_tricks.runtime import time_to_reach
+
+    clock = SimpleNamespace(
+        train_s=[10.0, 20.0, 30.0, 40.0],
+        train_cpu_s=[19.0, 39.0, 58.0, 80.0],
+        val_accuracy=[0.90, None, 0.93, 0.95],
+    )
+    # By the definition: 0.92 is first reached at epoch 3 (index 2); 0.96 never.
+    assert time_to_reach(clock, thresholds=(0.92, 0.96)) == {
+        "seconds_to_92": 30.0,
+        "cpu_seconds_to_92": 58.0,
+        "seconds_to_96": None,
+        "cpu_seconds_to_96": None,
+    }
+    with pytest.raises(ValueError, match=r"Received: thresholds\[0\]=1.5"):
+        time_to_reach(clock, thresholds=[1.5])
+    with pytest.raises(ValueError, match="`clock` must be an epoch_clock"):
+        time_to_reach(object())
+
+
+def test_epoch_clock_records_each_epoch_and_stops_at_the_cpu_budget():
+    import keras
+    import numpy as np
+
+    from keras_tricks.runtime import epoch_clock
+
+    def fit(clock, epochs):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+        y = (x[:, 0] > 0).astype("int64")
+        return model.fit(
+            x, y, validation_data=(x, y), epochs=epochs, verbose=0, callbacks=[clock]
+        ).history
+
+    clock = epoch_clock()
+    history = fit(clock, 3)
+    assert len(clock.train_s) == len(clock.train_cpu_s) == 3
+    assert clock.train_s == sorted(clock.train_s) and clock.train_cpu_s == sorted(clock.train_cpu_s)
+    assert clock.val_accuracy == [round(a, 4) for a in history["val_accuracy"]]
+    # Any positive budget below the first epoch's CPU time stops training after that epoch.
+    tiny = epoch_clock(budget_cpu_s=1e-9)
+    assert len(fit(tiny, 5)["loss"]) == 1
+    with pytest.raises(ValueError, match="`budget_cpu_s` must be a number > 0"):
+        epoch_clock(budget_cpu_s=0)

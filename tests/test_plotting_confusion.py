@@ -1,7 +1,8 @@
-"""The confusion matrix of keras_tricks.plotting against its definition, and its PNG; the
-`python -m keras_tricks.plotting` options."""
+"""keras_tricks.plotting: the confusion matrix against its definition and its PNG, the schedule
+and training-curve figures against the values they plot, and the module's command-line options."""
 
 import inspect
+import math
 
 import numpy as np
 import pytest
@@ -51,3 +52,58 @@ def test_plotting_command_help_documents_every_option_and_its_default(capsys):
             assert action.default == grid_defaults[action.dest].default
         if action.default is not None:
             assert f"(default: {action.default})" in text
+
+
+def test_schedule_figure_plots_the_schedule_at_every_step_and_the_logged_rates_at_epoch_ends():
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(0.4, decay_steps=30)
+    logged = [0.4, 0.3, 0.1]
+    fig = plotting.schedule_figure(schedule, 30, 10, logged=logged, title="t")
+    line, dots = fig.axes[0].lines
+    # Keras's CosineDecay (alpha 0): lr * 0.5 * (1 + cos(pi * step / decay_steps)).
+    expected = [0.4 * 0.5 * (1 + math.cos(math.pi * s / 30)) for s in range(30)]
+    np.testing.assert_allclose(line.get_xdata(), np.arange(30))
+    np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(dots.get_xdata(), [9, 19, 29])  # the last step of each epoch
+    np.testing.assert_array_equal(dots.get_ydata(), logged)
+    constant = plotting.schedule_figure(0.05, 5, 5)
+    np.testing.assert_array_equal(constant.axes[0].lines[0].get_ydata(), [0.05] * 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"total_steps": 0}, "`total_steps` must be an integer >= 1. Received: total_steps=0"),
+        ({"steps_per_epoch": 2.5}, "Received: steps_per_epoch=2.5"),
+        ({"schedule": "cosine"}, "Received: schedule='cosine'"),
+        ({"logged": [0.1, None]}, "`logged[1]` must be a number. Received: logged[1]=None"),
+        ({"title": 3}, "`title` must be a string or None. Received: title=3"),
+    ],
+)
+def test_schedule_figure_rejects_bad_arguments_in_keras_style(kwargs, message):
+    arguments = {"schedule": 0.1, "total_steps": 10, "steps_per_epoch": 5, **kwargs}
+    with pytest.raises(ValueError) as error:
+        plotting.schedule_figure(**arguments)
+    assert message in str(error.value)
+
+
+def test_curves_figure_plots_each_history_key_against_the_epoch():
+    history = {
+        "loss": [1.5, 1.0, 0.7],
+        "val_loss": [1.2, 1.1, 0.9],
+        "accuracy": [0.5, 0.7, 0.8],
+        "learning_rate": [0.1, 0.2, 0.05],
+    }
+    fig = plotting.curves_figure(history)
+    loss, accuracy, rate = fig.axes[:3]
+    for ax, keys in (
+        (loss, ["loss", "val_loss"]),
+        (accuracy, ["accuracy"]),
+        (rate, ["learning_rate"]),
+    ):
+        assert [list(line.get_ydata()) for line in ax.lines] == [history[k] for k in keys]
+        assert all(list(line.get_xdata()) == [1, 2, 3] for line in ax.lines)
+    assert loss.get_legend() is not None and accuracy.get_legend() is None  # val only in loss
+    with pytest.raises(ValueError, match="`history` must be a Keras History.history dict"):
+        plotting.curves_figure({"accuracy": [0.5]})
