@@ -55,7 +55,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -66,7 +66,17 @@ from keras_tricks._checks import check_one_of as _check_one_of
 from keras_tricks._checks import fail as _fail
 from keras_tricks._checks import suggest_keywords as _suggest_keywords
 
-__all__ = ["input_pipeline", "InputPipeline", "changes_labels"]
+__all__ = [
+    "InputPipeline",
+    "SourceData",
+    "Worker",
+    "apply_layer",
+    "changes_labels",
+    "current_worker",
+    "input_pipeline",
+    "read_source",
+    "shard_by_file",
+]
 
 _PLACEMENTS = ("model", "data")
 _JIT_COMPILE = ("auto", True, False)
@@ -135,8 +145,38 @@ class InputPipeline:
         return keras.Model(inputs, outputs, name=f"augmented_{model.name}")
 
 
-def _call_layer(layer, images, labels):
-    """Apply one augmentation to a batch; label-mixing layers get and return a dict."""
+def apply_layer(layer: Callable, images: Any, labels: Any) -> tuple[Any, Any]:
+    """Apply one augmentation layer (or callable) to a batch, in training mode.
+
+    A label-mixing layer (`changes_labels(layer)`: MixUp, CutMix) gets and returns the
+    `{"images", "labels"}` dict Keras's and keras-cv's mixing layers take; any other layer gets
+    the images alone and the labels pass through:
+
+    ```python
+    if changes_labels(layer):
+        out = layer({"images": images, "labels": labels}, training=True)
+        images, labels = out["images"], out["labels"]
+    else:
+        images = layer(images, training=True)       # a plain callable: layer(images)
+    ```
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tricks import augment, data
+    x = np.zeros((4, 8, 8, 3), "float32"); y = np.eye(4, dtype="float32")
+    images, labels = data.apply_layer(augment.MixUp(0.2, seed=0), x, y)  # labels mixed too
+    ```
+
+    Args:
+        layer: a Keras layer, keras-cv layer or a callable on a batch of images.
+        images: a batch of images.
+        labels: the batch's labels (one-hot for label-mixing layers).
+
+    Returns:
+        `(images, labels)` after the layer.
+    """
     if changes_labels(layer):
         out = layer({"images": images, "labels": labels}, training=True)
         return out["images"], out["labels"]
@@ -150,7 +190,7 @@ def _chain(layers):
 
     def step(images, labels):
         for layer in layers:
-            images, labels = _call_layer(layer, images, labels)
+            images, labels = apply_layer(layer, images, labels)
         return images, labels
 
     return step
@@ -252,7 +292,7 @@ def _augmentation_map(layers, batch_size, jit_compile):
                 pending.append(layer)
                 continue
             images, labels = flush(images, labels)
-            images, labels = _call_layer(layer, images, labels)
+            images, labels = apply_layer(layer, images, labels)
         return flush(images, labels)
 
     return apply, xla_layers
@@ -344,11 +384,163 @@ def _place(augmentation, mixes, placement):
     return augmentation[:first_in_model], augmentation[first_in_model:]
 
 
-def _read(source, split):
-    """`(dataset of (image, label) examples, info dict)` from a TFRecord directory or arrays."""
+class SourceData(NamedTuple):
+    """What `read_source` read: single examples and what is known about them.
+
+    Attributes:
+        dataset: `tf.data.Dataset` of `(uint8 image [H, W, C], int64 label)` examples.
+        info: `num_examples`, `num_classes`, `label_names`, `mean`, `std` (0..255 scale) from
+            the TFRecord manifest or computed from the arrays (None where unknown).
+        from_files: True for a TFRecord directory (the dataset reads shard files, so
+            `shard_by_file` can give each worker whole, different files).
+    """
+
+    dataset: tf.data.Dataset
+    info: dict
+    from_files: bool
+
+
+def read_source(source: str | os.PathLike | tuple[Any, Any], split: str = "train") -> SourceData:
+    """Read the examples of `split` from a `tfrecord_tools` directory or `(images, labels)` arrays.
+
+    The first step of `input_pipeline` (and of the recipes' training stream), before any
+    preprocessing, cache, shuffle or batch:
+
+    ```python
+    if source is a directory:  dataset = tfrecord_tools.read_dataset(source, split)  # + manifest
+    else:                      dataset = from_tensor_slices((images[..., None if 3-D], labels))
+    ```
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tricks import data
+    x = np.zeros((10, 28, 28), "uint8"); y = np.arange(10) % 2
+    examples = data.read_source((x, y))
+    examples.info["num_examples"], examples.dataset.element_spec[0].shape  # 10, (28, 28, 1)
+    ```
+
+    Args:
+        source: a directory of shards written by `tfrecord_tools` (local or `gs://`), or an
+            `(images, labels)` pair of arrays (images `(N, H, W)` or `(N, H, W, C)`).
+        split: which split of a TFRecord directory (ignored for arrays).
+
+    Returns:
+        `SourceData(dataset, info, from_files)`.
+    """
     if isinstance(source, (str, os.PathLike)):
-        return _from_tfrecords(os.fspath(source), split)
-    return _from_arrays(source)
+        return SourceData(*_from_tfrecords(os.fspath(source), split), from_files=True)
+    return SourceData(*_from_arrays(source), from_files=False)
+
+
+# ------------------------------------------------------------------------------ multi-worker
+class Worker(NamedTuple):
+    """This process's place in a `tf.distribute` cluster (`current_worker()`).
+
+    Attributes:
+        num_workers: input pipelines of the cluster (the chief and the workers).
+        index: this worker's input pipeline, 0 .. num_workers - 1 (the chief, if any, is 0).
+        is_chief: whether this worker writes checkpoints, logs and the final model.
+        task_type, task_id: this worker's task in `TF_CONFIG` (None outside a cluster).
+    """
+
+    num_workers: int
+    index: int
+    is_chief: bool
+    task_type: str | None = None
+    task_id: int | None = None
+
+
+def current_worker(strategy: tf.distribute.Strategy | None = None) -> Worker:
+    """Which input pipeline this process is under `strategy` (default: the current strategy).
+
+    The numbering is `MultiWorkerMirroredStrategy`'s (`multi_worker_util.id_in_cluster`), the one
+    its `tf.distribute.InputContext` gives to `distribute_datasets_from_function`:
+
+    ```python
+    tasks = cluster["chief"] + cluster["worker"]            # the chief first, if there is one
+    index = position of (task_type, task_id) in tasks;  is_chief = index == 0
+    ```
+
+    Outside a multi-worker cluster (no strategy, or a one-machine strategy): `Worker(1, 0, True)`.
+
+    Example:
+
+    ```python
+    from keras_tricks import data
+    data.current_worker()  # Worker(num_workers=1, index=0, is_chief=True, ...) on one machine
+    ```
+
+    Args:
+        strategy: a `tf.distribute.Strategy`; None means `tf.distribute.get_strategy()`.
+
+    Returns:
+        `Worker`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    tasks = [("chief", i) for i in range(_num_tasks(spec, "chief"))]
+    tasks += [("worker", i) for i in range(_num_tasks(spec, "worker"))]
+    if len(tasks) <= 1 or resolver.task_type not in ("chief", "worker"):
+        return Worker(1, 0, True)
+    index = tasks.index((resolver.task_type, int(resolver.task_id)))
+    return Worker(len(tasks), index, index == 0, resolver.task_type, int(resolver.task_id))
+
+
+def _num_tasks(spec, task_type):
+    tasks = spec.get(task_type, ())
+    return len(tasks)  # a list of addresses, or a {task_id: address} dict
+
+
+def shard_by_file(dataset: tf.data.Dataset, worker: Worker) -> tf.data.Dataset:
+    """`dataset` with whole, different shard files for each worker (FILE auto-sharding).
+
+    TensorFlow's own FILE auto-shard rewrite (`tf.data.experimental.AutoShardPolicy.FILE`, the
+    `AutoShardDataset` op that `strategy.experimental_distribute_dataset` applies), applied here
+    to a pipeline whose reader is still in sight: the rewrite walks from the output back to the
+    reader (`TFRecordDataset`) through element-wise steps only (map, batch, cache, shuffle,
+    repeat, ...), and puts `shard(num_workers, index)` on the list of files it reads. A pipeline
+    that nests its reader inside a function of another dataset (a `flat_map` over epochs) hides
+    it, and TensorFlow then falls back to DATA sharding (every worker reads every file). So
+    shard the examples first, then build the rest; and set `AutoShardPolicy.OFF` on the result
+    so the strategy does not shard it again.
+
+    ```python
+    files = files.shard(worker.num_workers, worker.index)   # inside the reader, before reading
+    ```
+
+    Example:
+
+    ```python
+    from keras_tricks import data
+    examples = data.read_source((__import__("numpy").zeros((4, 2, 2)), [0, 1, 0, 1]))
+    same = data.shard_by_file(examples.dataset, data.Worker(1, 0, True))  # one worker: as is
+    ```
+
+    Args:
+        dataset: a dataset that reads files with a TFRecord (or other reader) dataset, as
+            `read_source(directory).dataset` does.
+        worker: `Worker(num_workers, index, ...)`, e.g. `current_worker()`.
+
+    Returns:
+        The sharded dataset (`dataset` itself for one worker). Iterating it raises
+        `tf.errors.NotFoundError` when the dataset has no reader to shard, and
+        `tf.errors.InvalidArgumentError` when there are fewer files than workers.
+    """
+    if worker.num_workers <= 1:
+        return dataset
+    specs = tf.nest.flatten(dataset.element_spec)
+    variant = tf.raw_ops.AutoShardDataset(
+        input_dataset=tf.data.experimental.to_variant(dataset),
+        num_workers=worker.num_workers,
+        index=worker.index,
+        auto_shard_policy=int(tf.data.experimental.AutoShardPolicy.FILE),
+        output_types=[s.dtype for s in specs],
+        output_shapes=[s.shape for s in specs],
+    )
+    return tf.data.experimental.from_variant(variant, dataset.element_spec)
 
 
 @_suggest_keywords
@@ -436,7 +628,7 @@ def input_pipeline(
     in_data, in_model = _place(layers, mixes, placement)
     drop = training if drop_remainder is None else bool(drop_remainder)
 
-    ds, info = _read(source, split)
+    ds, info, _ = read_source(source, split)
     num_classes = num_classes or info["num_classes"]
     one_hot = any(mixes) if one_hot is None else bool(one_hot)
     if one_hot and num_classes is None:
