@@ -16,8 +16,10 @@ from keras_tricks.recipes._recipe import (
     Hyperparameters,
     Recipe,
     ResumableBackup,
+    recipe_data,
     resolve_hyperparameters,
     training_stream,
+    worker_backup_dir,
 )
 
 __all__ = [
@@ -28,8 +30,10 @@ __all__ = [
     "cifar10_fast",
     "fashion_mnist",
     "imagenet_resnet50",
+    "recipe_data",
     "resolve_hyperparameters",
     "training_stream",
+    "worker_backup_dir",
 ]
 
 # Each recipe's module is imported when the recipe is first used (PEP 562), so the package

@@ -37,6 +37,7 @@ saves cannot mix steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,8 +47,8 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from keras_tricks import _ema
-from keras_tricks._checks import check_int, fail
+from keras_tricks._checks import check_int, check_known, fail
+from keras_tricks._state_files import load_step_state, save_step_state, write_file_atomic
 from keras_tricks.callbacks import ExponentialMovingAverage, LearningRateLogger
 from keras_tricks.schedules import scale_learning_rate
 
@@ -56,8 +57,10 @@ __all__ = [
     "Hyperparameters",
     "Recipe",
     "ResumableBackup",
+    "recipe_data",
     "resolve_hyperparameters",
     "training_stream",
+    "worker_backup_dir",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -162,18 +165,7 @@ def resolve_hyperparameters(
     Returns:
         `Hyperparameters`.
     """
-    unknown = [k for k in overrides if k not in defaults]
-    if unknown:
-        import difflib
-
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, list(defaults), n=1, cutoff=0.5)
-            hints.append(f"`{key}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
-        raise ValueError(
-            f"{recipe}() got unexpected keyword argument(s) {', '.join(hints)}. "
-            f"Accepted: {', '.join(sorted(defaults))}"
-        )
+    check_known(f"{recipe}()", overrides, defaults)
     entries = dict(defaults)
     for key, value in overrides.items():
         entries[key] = Hyperparameter(value, "override")
@@ -192,14 +184,22 @@ def resolve_hyperparameters(
 
 
 # ------------------------------------------------------------------------------ file system
-_is_remote = _ema._is_remote
-_write_bytes = _ema.write_file_atomic
+_write_bytes = write_file_atomic
+
+
+def _is_remote(path) -> bool:
+    return "://" in str(path)
 
 
 def _gfile():
     import tensorflow as tf
 
     return tf.io.gfile
+
+
+def _read_bytes(path: str) -> bytes:
+    with _gfile().GFile(path, "rb") as f:
+        return f.read()
 
 
 def join(path: str, *parts: str) -> str:
@@ -256,14 +256,6 @@ class TrainingStream(NamedTuple):
     callback: keras.callbacks.Callback
 
 
-def _source_dataset(source, split):
-    # The reader of keras_tricks.data (TFRecord directory, local or gs://, or arrays), so the
-    # training stream and input_pipeline read and check their sources the same way.
-    from keras_tricks import data
-
-    return data._read(source, split)
-
-
 def training_stream(
     source,
     split: str = "train",
@@ -304,9 +296,22 @@ def training_stream(
     """
     import tensorflow as tf
 
+    from keras_tricks import data
+
     batch_size = check_int("batch_size", batch_size)
     parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
-    base, info = _source_dataset(source, split)
+    # The reader of keras_tricks.data (TFRecord directory, local or gs://, or arrays), so the
+    # training stream and input_pipeline read and check their sources the same way.
+    base, info, from_files = data.read_source(source, split)
+    worker = data.current_worker()
+    # Multi-worker (MultiWorkerMirroredStrategy): the epochs below are a flat_map over an
+    # epoch counter, which hides the reader from TensorFlow's FILE auto-shard rewrite, so
+    # `experimental_distribute_dataset` would fall back to DATA sharding (every worker reading
+    # every shard, then keeping 1/num_workers of the batches). Shard the files here, where the
+    # reader is in sight, and switch the strategy's auto-sharding off for the result.
+    sharded = from_files and worker.num_workers > 1
+    if sharded:
+        base = data.shard_by_file(base, worker)
     num_classes = num_classes or info["num_classes"]
     one_hot = bool(label_mixing) if one_hot is None else bool(one_hot)
     if preprocess is not None:
@@ -315,6 +320,17 @@ def training_stream(
         base = base.cache("" if cache is True else os.fspath(cache))
     buffer = shuffle_buffer or min(info["num_examples"], 50_000)
     steps = info["num_examples"] // batch_size
+    batches_per_epoch = None  # every full batch of the epoch
+    if sharded:
+        # Each worker's stream yields global batches from its own shards, and the strategy
+        # splits every one among the workers (each takes batch_size / num_workers per step),
+        # so a worker's epoch of `b` batches lasts `b * num_workers` steps. All workers take
+        # the same b: that of the worker with the fewest examples (shard i is worker
+        # i % num_workers's, as `shard_by_file` deals them), so epoch e of the stream is
+        # epoch e of fit on every worker and a resumed run sees the batches it would have.
+        per_worker = _examples_per_worker(source, split, worker.num_workers)
+        batches_per_epoch = min(per_worker) // batch_size
+        steps = batches_per_epoch * worker.num_workers
     if steps < 1:
         fail("batch_size", f"at most the {info['num_examples']} examples of {split!r}", batch_size)
 
@@ -328,17 +344,20 @@ def training_stream(
         shuffled = base.shuffle(
             buffer, seed=_epoch_seed(seed, epoch), reshuffle_each_iteration=False
         )
-        return shuffled.batch(batch_size, drop_remainder=True)
+        batches = shuffled.batch(batch_size, drop_remainder=True)
+        return batches if batches_per_epoch is None else batches.take(batches_per_epoch)
 
     ds = tf.data.Dataset.counter().map(lambda i: i + start.read_value()).flat_map(one_epoch)
     if one_hot:
         depth = num_classes
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, depth, dtype=tf.float32)), parallel)
     for layer in label_mixing:
-        from keras_tricks.data import _call_layer
-
-        ds = ds.map(lambda x, y, layer=layer: _call_layer(layer, x, y), parallel)
+        ds = ds.map(lambda x, y, layer=layer: data.apply_layer(layer, x, y), parallel)
     ds = ds.prefetch(tf.data.AUTOTUNE)
+    if sharded:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
     return TrainingStream(
         dataset=ds,
         steps_per_epoch=steps,
@@ -347,6 +366,22 @@ def training_stream(
         info=info,
         callback=_EpochStart(start),
     )
+
+
+def _examples_per_worker(path, split: str, num_workers: int) -> list[int]:
+    """Examples each worker reads when shard i goes to worker i % num_workers (the manifest's)."""
+    import tfrecord_tools
+
+    shards = tfrecord_tools.read_manifest(os.fspath(path))["splits"][split]["shards"]
+    if len(shards) < num_workers:
+        fail(
+            "source",
+            f"a split with at least one shard per worker ({num_workers}) for multi-worker "
+            f"training; {split!r} of {os.fspath(path)!r} has {len(shards)}",
+            os.fspath(path),
+        )
+    counts = [int(shard["num_records"]) for shard in shards]
+    return [sum(counts[w::num_workers]) for w in range(num_workers)]
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -378,16 +413,39 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     `ExponentialMovingAverage(backup_dir=same dir)` *before* this callback so its state is also
     saved before the weights.
 
+    Multi-worker (`MultiWorkerMirroredStrategy`), as Keras's fault-tolerance guide prescribes
+    (https://www.tensorflow.org/tutorials/distribute/multi_worker_with_keras#fault_tolerance):
+    every worker runs the same saves (a save may read distributed variables, which takes
+    every worker), the chief into the shared `backup_dir`, the others into their own
+    temporary directory (`worker_backup_dir`), deleted when `fit` ends. A restarted cluster
+    resumes from the chief's backup: pass it as `restore_dir` on the other workers; it is
+    copied into their `backup_dir` before anything is read, so the callbacks that keep their
+    state beside the weights (the EMA) restore the chief's state too.
+
     Args:
-        backup_dir: directory (local or `gs://`) used only by this run's checkpoints.
+        backup_dir: directory (local or `gs://`) this worker writes this run's checkpoints to.
         steps_per_epoch: optimizer steps per epoch, to recover the epoch from the iterations.
         delete_checkpoint: remove `backup_dir` when `fit` completes.
+        restore_dir: the directory to resume from, if not `backup_dir` (the chief's backup,
+            on the other workers of a cluster).
     """
 
-    def __init__(self, backup_dir: str, steps_per_epoch: int, delete_checkpoint: bool = True):
+    def __init__(
+        self,
+        backup_dir: str,
+        steps_per_epoch: int,
+        delete_checkpoint: bool = True,
+        restore_dir: str | None = None,
+    ):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=delete_checkpoint)
         self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
+        self.restore_dir = None if restore_dir is None else os.fspath(restore_dir)
         self._tmp_weights_path = join(backup_dir, "tmp.weights.h5")
+
+    def on_train_begin(self, logs=None):
+        if self.restore_dir is not None and self.restore_dir != self.backup_dir:
+            _copy_files(self.restore_dir, self.backup_dir)
+        super().on_train_begin(logs)
 
     def _load_model(self):
         if not _exists(self._weights_path):
@@ -395,7 +453,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         super()._load_model()
         iterations = _iterations(self.model)
         self.model._initial_epoch = iterations // self.steps_per_epoch
-        state = _ema.load_step_state(self.backup_dir, "rng_state", iterations)
+        state = load_step_state(self.backup_dir, "rng_state", iterations)
         variables = _random_state_variables(self.model)
         if state is not None and len(state) == len(variables):
             for variable, value in zip(variables, state):
@@ -412,7 +470,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         _makedirs(self.backup_dir)
         iterations = _iterations(self.model)
         arrays = [keras.ops.convert_to_numpy(v) for v in _random_state_variables(self.model)]
-        _ema.save_step_state(self.backup_dir, "rng_state", iterations, arrays)
+        save_step_state(self.backup_dir, "rng_state", iterations, arrays)
         self.model.save_weights(self._tmp_weights_path, overwrite=True)
         if _is_remote(self._weights_path):
             _gfile().rename(self._tmp_weights_path, self._weights_path, overwrite=True)
@@ -426,7 +484,55 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             "backup_dir": self.backup_dir,
             "steps_per_epoch": self.steps_per_epoch,
             "delete_checkpoint": self.delete_checkpoint,
+            "restore_dir": self.restore_dir,
         }
+
+
+def _copy_files(source: str, target: str) -> None:
+    """Copy the files (not the sub-directories) of `source` into `target`, replacing them."""
+    gfile = _gfile()
+    if not gfile.isdir(source):
+        return
+    gfile.makedirs(target)
+    for name in gfile.listdir(source):
+        path = join(source, name.rstrip("/"))
+        if not gfile.isdir(path):
+            gfile.copy(path, join(target, name), overwrite=True)
+
+
+def worker_backup_dir(work_dir: str | None) -> str | None:
+    """The backup directory this worker writes to: `work_dir/backup`, or its own on non-chiefs.
+
+    Keras's multi-worker convention (`tf.keras`'s `distributed_file_utils.write_dirpath`): the
+    chief writes the real checkpoint; every other worker writes the same files to a temporary
+    directory of its own, here `work_dir/workertemp_<task_id>`, deleted at the end of `fit`,
+    so no two processes ever write one file. Outside a cluster: `work_dir/backup`.
+
+    ```python
+    "work_dir/backup" if current_worker().is_chief else f"work_dir/workertemp_{task_id}"
+    ```
+
+    Example:
+
+    ```python
+    from keras_tricks.recipes import worker_backup_dir
+    worker_backup_dir("/tmp/run")  # '/tmp/run/backup' on one machine
+    ```
+
+    Args:
+        work_dir: the recipe's `work_dir` (local or `gs://`), or None.
+
+    Returns:
+        The directory, or None without a `work_dir`.
+    """
+    if work_dir is None:
+        return None
+    from keras_tricks.data import current_worker
+
+    worker = current_worker()
+    if worker.is_chief:
+        return join(os.fspath(work_dir), "backup")
+    return join(os.fspath(work_dir), f"workertemp_{worker.task_id}")
 
 
 # ----------------------------------------------------------------------------------- recipe
@@ -511,14 +617,37 @@ class Recipe:
         self.ema = ema
         self.tta = None if tta is None else dict(tta)
         self.work_dir = None if work_dir is None else os.fspath(work_dir)
+        from keras_tricks.data import current_worker
+
+        # Under MultiWorkerMirroredStrategy only the chief writes the backup, the logs and the
+        # final model (Keras's multi-worker rule: the others would write the same files at
+        # the same time); the others back up into their own temporary directory.
+        worker = current_worker()
+        self.is_chief = worker.is_chief
+        if worker.num_workers > 1:
+            # Keras 3's BatchNormalization keeps its moving statistics as plain mirrored
+            # variables (aggregation "none"): under MultiWorkerMirroredStrategy each worker
+            # updates them from its own share of the batch and they drift apart (0.01 after 3
+            # epochs of a small run here), so the workers' models differ and the chief's
+            # export holds the chief's statistics. Synchronized BN computes every statistic
+            # over the global batch: identical on every worker, and the model of one device
+            # training on the same global batch. (Set back to False while saving a model,
+            # whose config would otherwise only load on TensorFlow.)
+            _set_synchronized_batch_norm(network, True)
         callbacks: list[keras.callbacks.Callback] = []
         if ema is not None:
             callbacks.append(ema)  # before the backup: its state is saved before the weights
         if self.work_dir is not None:
-            callbacks.append(ResumableBackup(self.backup_dir, self.steps_per_epoch))
+            callbacks.append(
+                ResumableBackup(
+                    worker_backup_dir(self.work_dir),
+                    self.steps_per_epoch,
+                    restore_dir=self.backup_dir,
+                )
+            )
         callbacks.append(train.callback)
         callbacks.append(LearningRateLogger())
-        if self.work_dir is not None:
+        if self.work_dir is not None and self.is_chief:
             callbacks.append(
                 keras.callbacks.TensorBoard(
                     join(self.work_dir, "logs"), write_graph=False, profile_batch=0
@@ -555,7 +684,8 @@ class Recipe:
         if self.work_dir is not None:
             _makedirs(self.work_dir)
             self._check_resumable()
-            _write_bytes(join(self.work_dir, "hparams.json"), self.hparams.to_json().encode())
+            if self.is_chief:
+                _write_bytes(join(self.work_dir, "hparams.json"), self.hparams.to_json().encode())
         extra = list(fit_kwargs.pop("callbacks", []))
         kwargs = dict(
             shuffle=False,  # the training stream shuffles itself, per epoch
@@ -564,8 +694,9 @@ class Recipe:
             validation_data=self.validation_data,
         )
         kwargs.update(fit_kwargs)
-        history = self.model.fit(self.train_data, callbacks=self.callbacks + extra, **kwargs)
-        if self.work_dir is not None:
+        with _multi_worker_fit(self.model, self.train_data):
+            history = self.model.fit(self.train_data, callbacks=self.callbacks + extra, **kwargs)
+        if self.work_dir is not None and self.is_chief:
             self.save()
         return history
 
@@ -579,7 +710,7 @@ class Recipe:
         checkpoint = join(self.backup_dir, "latest.weights.h5")
         if not (_exists(checkpoint) and _exists(saved_path)):
             return
-        saved = json.loads(_ema._read(saved_path))
+        saved = json.loads(_read_bytes(saved_path))
         current = json.loads(self.hparams.to_json())
         changed = sorted(
             k
@@ -645,7 +776,7 @@ class Recipe:
         path = path or self.model_path
         if path is None:
             raise ValueError("This recipe has no `work_dir`; pass `path=`.")
-        with self._averaged():
+        with self._averaged(), _unsynchronized_batch_norm(self.network):
             model = self.inference_model()
             if _is_remote(path):
                 # Keras writes .keras archives locally; copy the finished file in one upload.
@@ -674,6 +805,79 @@ class Recipe:
             f"Recipe({self.name!r}, epochs={self.epochs}, batch_size={self.batch_size}, "
             f"steps_per_epoch={self.steps_per_epoch}, work_dir={self.work_dir!r})"
         )
+
+
+@contextlib.contextmanager
+def _multi_worker_fit(model: keras.Model, dataset) -> Iterator[None]:
+    """Work around Keras 3's `fit` under `MultiWorkerMirroredStrategy` (while it runs).
+
+    Two steps of Keras 3's TensorFlow trainer (3.15, and its main branch of 2026-08) fail
+    when the strategy runs on more than one worker; keras-team/keras#20585 and
+    tensorflow/tensorflow#72388 report the TensorFlow multi-worker tutorial failing so since
+    Keras 3 became TensorFlow's Keras:
+
+    - `TensorFlowTrainer._maybe_symbolic_build` takes one batch and averages it over the
+      replicas (`strategy.reduce("MEAN", (x, y), axis=None)`) only to read its shapes and
+      dtypes; `MultiWorkerMirroredStrategy.reduce` does not take an `(x, y)` structure
+      ("Attempt to convert a value (PerReplica...) to a Tensor"). Given `data_batch=`, the
+      same method skips the batch: it gets the dataset's element spec (the shapes and dtypes).
+    - `reduce_per_replica` averages the logs of every step with `strategy.reduce("MEAN", v,
+      axis=0)` on the multi-worker path, and the logs are scalars ("Invalid reduction
+      dimension 0 for input with 0 dimensions"). Here `train_step`/`test_step` return each
+      scalar as a 1-element vector, whose mean over axis 0 and the replicas is the scalar.
+    """
+    from keras_tricks.data import current_worker
+
+    # The model's strategy: `fit` may run outside the `strategy.scope()` the model was built in.
+    if current_worker(getattr(model, "distribute_strategy", None)).num_workers <= 1:
+        yield
+        return
+    import tensorflow as tf
+
+    def vector_logs(step):
+        def run(data):
+            logs = step(data)
+            return {k: v if v.shape.rank else tf.reshape(v, [1]) for k, v in logs.items()}
+
+        return run
+
+    build, train_step, test_step = model._maybe_symbolic_build, model.train_step, model.test_step
+    spec = dataset.element_spec
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: build(data_batch=spec)
+    model.train_step, model.test_step = vector_logs(train_step), vector_logs(test_step)
+    try:
+        yield
+    finally:
+        del model._maybe_symbolic_build, model.train_step, model.test_step
+
+
+def _batch_norm_layers(model) -> list:
+    found, stack = [], [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        stack.extend(getattr(layer, "layers", ()))
+    return found
+
+
+def _set_synchronized_batch_norm(model, value: bool) -> None:
+    """Set `synchronized` of every BatchNormalization in `model` (read when `fit` traces)."""
+    for layer in _batch_norm_layers(model):
+        layer.synchronized = value
+
+
+@contextlib.contextmanager
+def _unsynchronized_batch_norm(model) -> Iterator[None]:
+    """`synchronized=False` for the duration: a saved config then loads on every backend."""
+    layers = [layer for layer in _batch_norm_layers(model) if layer.synchronized]
+    for layer in layers:
+        layer.synchronized = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.synchronized = True
 
 
 def _assemble(network, layers, spec, name):
@@ -713,6 +917,98 @@ def split_source(data, split: str, tfrecord_dir: str | None = None, name: str | 
 
         manifest = join(tfrecord_dir, "manifest.json")
         if not _exists(manifest):
+            from keras_tricks.data import current_worker
+
+            if not current_worker().is_chief:
+                # Two workers converting into one directory would collide (the writer locks
+                # it and the second one fails); a cluster trains from converted shards.
+                fail(
+                    "data",
+                    f"converted before multi-worker training (no {manifest!r}; run "
+                    f"`tfrecord-tools convert {data} {tfrecord_dir}` first)",
+                    data,
+                )
             tfrecord_tools.convert(data, tfrecord_dir, name=name, progress=False)
         return tfrecord_dir
     return data
+
+
+class RecipeData(NamedTuple):
+    """What `recipe_data` built: the training stream and the evaluation dataset."""
+
+    train: TrainingStream
+    test: Any
+
+
+def recipe_data(
+    data,
+    *,
+    name: str,
+    work_dir: str | None,
+    tfrecord_dir: str | None,
+    train_split: str,
+    test_split: str,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    train_options: Mapping[str, Any] | None = None,
+    test_options: Mapping[str, Any] | None = None,
+) -> RecipeData:
+    """A recipe's data: `training_stream` of `train_split`, `input_pipeline` of `test_split`.
+
+    The set-up every recipe shares: a raw source is converted once into `tfrecord_dir`
+    (default `work_dir/tfrecords`), then
+
+    ```python
+    train = training_stream(split_source(data, train_split), train_split,
+                            batch_size=batch_size, seed=seed, **train_options)
+    test = input_pipeline(split_source(data, test_split), test_split,
+                          batch_size=eval_batch_size, training=False, **test_options).dataset
+    ```
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_tricks.recipes import recipe_data
+    x = np.zeros((64, 8, 8, 1), "uint8"); y = np.arange(64) % 4
+    data = recipe_data({"train": (x, y), "test": (x, y)}, name="demo", work_dir=None,
+                       tfrecord_dir=None, train_split="train", test_split="test",
+                       batch_size=16, eval_batch_size=32, seed=0)
+    data.train.steps_per_epoch  # 4
+    ```
+
+    Args:
+        data: what `split_source` takes: a TFRecord directory, a `scheme:PATH` raw source or
+            a dict `{split: (images, labels)}`.
+        name: the dataset's name, for a conversion (`tfrecord_tools.convert(name=)`).
+        work_dir: the recipe's `work_dir`, or None.
+        tfrecord_dir: where a raw source is converted; None means `work_dir/tfrecords`.
+        train_split, test_split: the splits to train on and to evaluate on.
+        batch_size, eval_batch_size: training and evaluation batch sizes.
+        seed: seed of the training stream's shuffles.
+        train_options: more keyword arguments of `training_stream`.
+        test_options: more keyword arguments of `keras_tricks.data.input_pipeline`.
+
+    Returns:
+        `RecipeData(train, test)`.
+    """
+    from keras_tricks import data as kt_data
+
+    if tfrecord_dir is None and work_dir is not None:
+        tfrecord_dir = join(os.fspath(work_dir), "tfrecords")
+    train = training_stream(
+        split_source(data, train_split, tfrecord_dir, name),
+        train_split,
+        batch_size=batch_size,
+        seed=seed,
+        **dict(train_options or {}),
+    )
+    test = kt_data.input_pipeline(
+        split_source(data, test_split, tfrecord_dir, name),
+        test_split,
+        batch_size=eval_batch_size,
+        training=False,
+        **dict(test_options or {}),
+    ).dataset
+    return RecipeData(train, test)

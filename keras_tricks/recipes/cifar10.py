@@ -15,19 +15,15 @@ from typing import Any
 import keras
 
 from keras_tricks import augment, losses, models
-from keras_tricks import data as kt_data
 from keras_tricks._checks import fail
 from keras_tricks.callbacks import ExponentialMovingAverage
 from keras_tricks.optimizers import convert_weight_decay, summed_loss_to_mean_loss
-from keras_tricks.recipes._recipe import (
-    Hyperparameter as H,
-)
+from keras_tricks.recipes._recipe import Hyperparameter as H
 from keras_tricks.recipes._recipe import (
     Recipe,
-    join,
+    recipe_data,
     resolve_hyperparameters,
-    split_source,
-    training_stream,
+    worker_backup_dir,
 )
 from keras_tricks.schedules import PiecewiseLinear
 
@@ -145,22 +141,19 @@ def cifar10_fast(
             f"{default_peak} x {hp['epochs']}/{default_epochs}: {DEFAULTS['peak_epoch'].source}",
         )
     keras.utils.set_random_seed(hp["seed"])
-    if tfrecord_dir is None and work_dir is not None:
-        tfrecord_dir = join(work_dir, "tfrecords")
     batch = hp["batch_size"]
 
-    train = training_stream(
-        split_source(data, hp["train_split"], tfrecord_dir, "cifar10"),
-        hp["train_split"],
+    train, test = recipe_data(
+        data,
+        name="cifar10",
+        work_dir=work_dir,
+        tfrecord_dir=tfrecord_dir,
+        train_split=hp["train_split"],
+        test_split=hp["test_split"],
         batch_size=batch,
+        eval_batch_size=hp["eval_batch_size"],
         seed=hp["seed"],
     )
-    test = kt_data.input_pipeline(
-        split_source(data, hp["test_split"], tfrecord_dir, "cifar10"),
-        hp["test_split"],
-        batch_size=hp["eval_batch_size"],
-        training=False,
-    ).dataset
 
     # Page's summed-loss hyperparameters -> batch-mean loss: lr * batch, wd / batch (exact).
     lr_peak, wd = summed_loss_to_mean_loss(
@@ -203,7 +196,7 @@ def cifar10_fast(
     ema = ExponentialMovingAverage(
         decay=hp["ema_decay"],
         every_n_steps=hp["ema_every_n_steps"],
-        backup_dir=None if work_dir is None else join(work_dir, "backup"),
+        backup_dir=worker_backup_dir(work_dir),
     )
     return Recipe(
         name="cifar10_fast",

@@ -1,4 +1,4 @@
-"""The Fashion-MNIST recipe, sized for a 2-core CPU: a small zero-γ ResNet-9 with the bag of tricks.
+"""The Fashion-MNIST recipe for a 2-core CPU: a small zero-γ ResNet-9 with the bag of tricks.
 
 It is what `keras-tricks demo` (`make demo`) trains. Sources, cited per value below:
 - [He2019] He et al. 2019, "Bag of Tricks for Image Classification with CNNs",
@@ -20,23 +20,22 @@ import keras
 import numpy as np
 
 from keras_tricks import augment, losses, models, optimizers, schedules
-from keras_tricks import data as kt_data
 from keras_tricks.callbacks import ExponentialMovingAverage
-from keras_tricks.recipes._recipe import (
-    Hyperparameter as H,
-)
+from keras_tricks.recipes._recipe import Hyperparameter as H
 from keras_tricks.recipes._recipe import (
     Recipe,
-    join,
+    recipe_data,
     resolve_hyperparameters,
-    split_source,
-    training_stream,
+    worker_backup_dir,
 )
 
 HE2019 = "He et al. 2019 (https://arxiv.org/abs/1812.01187)"
 GOYAL2017 = "Goyal et al. 2017 (https://arxiv.org/abs/1706.02677)"
 PAGE = "Page, How to train your ResNet (https://myrtle.ai/learn/how-to-train-your-resnet/)"
-PART8 = "Page, How to train your ResNet 8: Bag of tricks (https://myrtle.ai/learn/how-to-train-your-resnet-8-bag-of-tricks/)"
+PART8 = (
+    "Page, How to train your ResNet 8: Bag of tricks "
+    "(https://myrtle.ai/learn/how-to-train-your-resnet-8-bag-of-tricks/)"
+)
 HERE = "measured here (BENCHMARKS.md, Fashion-MNIST recipe)"
 XIAO2017 = "Xiao et al. 2017, Fashion-MNIST (https://arxiv.org/abs/1708.07747)"
 
@@ -46,7 +45,8 @@ DEFAULTS = {
     "epochs": H(20, f"{HERE}: 20 epochs: 0.9386 test (16: 0.9347), demo 14 min wall on 2 cores"),
     "learning_rate": H(
         0.2,
-        f"{HERE}: the LR range test's steepest-descent point at batch 256 (0.19); the base of the linear scaling rule, {GOYAL2017}",
+        f"{HERE}: the LR range test's steepest-descent point at batch 256 (0.19); "
+        f"the base of the linear scaling rule, {GOYAL2017}",
     ),
     "warmup_epochs": H(
         2, f"{HE2019} 3.1 / {GOYAL2017} 2.2: linear warmup (5 of 90-120 epochs there, 2 of 20 here)"
@@ -59,7 +59,8 @@ DEFAULTS = {
     # per step in steady state: the same shrink as decoupled 5e-3.
     "weight_decay": H(
         5e-3,
-        f"{PAGE}: 5e-4 coupled with momentum 0.9 = 5e-3 decoupled; {HERE}: 5e-3 beat 5e-4 by 0.15 points (validation)",
+        f"{PAGE}: 5e-4 coupled with momentum 0.9 = 5e-3 decoupled; "
+        f"{HERE}: 5e-3 beat 5e-4 by 0.15 points (validation)",
     ),
     "no_bias_decay": H(True, f"{HE2019} 3.1: no decay on biases and BN γ/β"),
     "label_smoothing": H(0.1, f"{HE2019} 5.2: ε = 0.1 (Szegedy et al. 2016's uniform form)"),
@@ -69,7 +70,8 @@ DEFAULTS = {
     ),
     "width": H(
         16,
-        f"{HERE}: ResNet-9 width 16 (channels 16-32-64-128) trains ~1,600 img/s in bfloat16 on 2 cores; width 32 ~540",
+        f"{HERE}: ResNet-9 width 16 (channels 16-32-64-128) trains ~1,600 img/s in bfloat16 "
+        "on 2 cores; width 32 ~540",
     ),
     "pool_before_bn": H(
         True, f"{PART8}: max-pool before BN and the activation ({HERE}: 1.26x faster)"
@@ -86,7 +88,8 @@ DEFAULTS = {
     "std": H(0.3530, f"{HERE}: pixel standard deviation of the 60k training images / 255"),
     "precision": H(
         "auto",
-        "keras_tricks.runtime / BENCHMARKS.md (Models): mixed_bfloat16 where the CPU computes bfloat16 natively, else float32",
+        "keras_tricks.runtime / BENCHMARKS.md (Models): mixed_bfloat16 where the CPU computes "
+        "bfloat16 natively, else float32",
     ),
     "validate": H(
         False, "keras_tricks: score the test data after every epoch (for curves; costs ~3% time)"
@@ -246,28 +249,22 @@ def fashion_mnist(
     keras.utils.set_random_seed(hp["seed"])
     if data is None:
         data = _default_data()
-    if tfrecord_dir is None and work_dir is not None:
-        tfrecord_dir = join(work_dir, "tfrecords")
     batch = hp["batch_size"]
 
-    train = training_stream(
-        split_source(data, hp["train_split"], tfrecord_dir, "fashion_mnist"),
-        hp["train_split"],
+    mixup = [augment.MixUp(hp["mixup_alpha"], seed=hp["seed"] + 3)] if hp["mixup_alpha"] else []
+    train, test = recipe_data(
+        data,
+        name="fashion_mnist",
+        work_dir=work_dir,
+        tfrecord_dir=tfrecord_dir,
+        train_split=hp["train_split"],
+        test_split=hp["test_split"],
         batch_size=batch,
+        eval_batch_size=hp["eval_batch_size"],
         seed=hp["seed"],
-        num_classes=hp["num_classes"],
-        label_mixing=[augment.MixUp(hp["mixup_alpha"], seed=hp["seed"] + 3)]
-        if hp["mixup_alpha"]
-        else (),
+        train_options={"num_classes": hp["num_classes"], "label_mixing": mixup},
+        test_options={"num_classes": hp["num_classes"], "one_hot": bool(hp["mixup_alpha"])},
     )
-    test = kt_data.input_pipeline(
-        split_source(data, hp["test_split"], tfrecord_dir, "fashion_mnist"),
-        hp["test_split"],
-        batch_size=hp["eval_batch_size"],
-        training=False,
-        num_classes=hp["num_classes"],
-        one_hot=bool(hp["mixup_alpha"]),
-    ).dataset
 
     optimizer = keras.optimizers.SGD(
         _learning_rate_schedule(hp, train.steps_per_epoch),
@@ -309,7 +306,7 @@ def fashion_mnist(
         ema = ExponentialMovingAverage(
             decay=hp["ema_decay"],
             every_n_steps=hp["ema_every_n_steps"],
-            backup_dir=None if work_dir is None else join(work_dir, "backup"),
+            backup_dir=worker_backup_dir(work_dir),
         )
     if hp["label_smoothing"] or hp["mixup_alpha"]:
         loss = losses.LabelSmoothingCrossEntropy(hp["label_smoothing"], convention="uniform")

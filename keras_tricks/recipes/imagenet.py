@@ -14,17 +14,10 @@ from typing import Any
 import keras
 
 from keras_tricks import augment, losses, models
-from keras_tricks import data as kt_data
 from keras_tricks.optimizers import convert_weight_decay
 from keras_tricks.precision import use_mixed_precision
 from keras_tricks.recipes._recipe import Hyperparameter as H
-from keras_tricks.recipes._recipe import (
-    Recipe,
-    join,
-    resolve_hyperparameters,
-    split_source,
-    training_stream,
-)
+from keras_tricks.recipes._recipe import Recipe, recipe_data, resolve_hyperparameters
 from keras_tricks.schedules import Warmup
 
 PAPER = "He et al. 2019 (https://arxiv.org/abs/1812.01187)"
@@ -145,33 +138,34 @@ def imagenet_resnet50(
         )
     hp = resolve_hyperparameters(DEFAULTS, overrides, recipe="imagenet_resnet50")
     keras.utils.set_random_seed(hp["seed"])
-    if tfrecord_dir is None and work_dir is not None:
-        tfrecord_dir = join(work_dir, "tfrecords")
     size, resize = hp["image_size"], hp["resize_size"]
     seed = hp["seed"]
 
     mixup = [augment.MixUp(hp["mixup_alpha"], seed=seed + 10)] if hp["mixup_alpha"] else []
-    train = training_stream(
-        split_source(data, hp["train_split"], tfrecord_dir, "imagenet"),
-        hp["train_split"],
+    train, evaluation = recipe_data(
+        data,
+        name="imagenet",
+        work_dir=work_dir,
+        tfrecord_dir=tfrecord_dir,
+        train_split=hp["train_split"],
+        test_split=hp["eval_split"],
         batch_size=hp["batch_size"],
+        eval_batch_size=hp["eval_batch_size"],
         seed=seed,
-        preprocess=_resize_and_centre_crop(resize, resize),
-        label_mixing=mixup,
-        num_classes=hp["num_classes"],
-        one_hot=True,
-        cache=False,  # ImageNet does not fit in memory
-        shuffle_buffer=hp["shuffle_buffer"],
+        train_options={
+            "preprocess": _resize_and_centre_crop(resize, resize),
+            "label_mixing": mixup,
+            "num_classes": hp["num_classes"],
+            "one_hot": True,
+            "cache": False,  # ImageNet does not fit in memory
+            "shuffle_buffer": hp["shuffle_buffer"],
+        },
+        test_options={
+            "preprocess": _resize_and_centre_crop(resize, size),
+            "num_classes": hp["num_classes"],
+            "cache": False,
+        },
     )
-    evaluation = kt_data.input_pipeline(
-        split_source(data, hp["eval_split"], tfrecord_dir, "imagenet"),
-        hp["eval_split"],
-        batch_size=hp["eval_batch_size"],
-        training=False,
-        preprocess=_resize_and_centre_crop(resize, size),
-        num_classes=hp["num_classes"],
-        cache=False,
-    ).dataset
 
     steps = train.steps_per_epoch
     warmup_steps = max(1, round(hp["warmup_epochs"] * steps))
