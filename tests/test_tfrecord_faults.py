@@ -243,7 +243,8 @@ def test_input_pipeline_checks_the_shards_like_read_dataset(tmp_path):
 
 @fault(
     "A user who changed shards on purpose reads them anyway",
-    '`read_dataset(..., verify=False)` checks nothing; `verify="size"` or `"count"` keeps one check',
+    '`read_dataset(..., verify=False)` checks nothing; `verify="size"` or `"count"` keeps one '
+    "check",
     "The records as they are on disk",
     "Everything",
 )
@@ -432,7 +433,8 @@ def test_idx_class_names_come_from_the_name_given_never_from_the_path(tmp_path):
 
 
 elsewhere(
-    "tests/test_tfrecord_writer.py::test_corrupt_image_stops_conversion_with_an_error_naming_the_file",
+    "tests/test_tfrecord_writer.py::"
+    "test_corrupt_image_stops_conversion_with_an_error_naming_the_file",
     "Corrupt or unreadable image file in a `folder:` source",
     "The conversion stops with `CorruptImageError` naming the file (also from a worker process)",
     "`Corrupt or unreadable image '<path>': <reason>. Fix or remove the file, or convert with "
@@ -440,7 +442,8 @@ elsewhere(
     "No manifest.json is written, so the output never looks finished",
 )
 elsewhere(
-    "tests/test_tfrecord_writer.py::test_skip_corrupt_leaves_the_file_out_lists_it_and_counts_reconcile",
+    "tests/test_tfrecord_writer.py::"
+    "test_skip_corrupt_leaves_the_file_out_lists_it_and_counts_reconcile",
     "Corrupt image file with `--skip-corrupt`",
     "The file is left out and listed under `skipped` in manifest.json; counts reconcile "
     "(written + skipped = source records)",
@@ -457,7 +460,8 @@ output, step = sys.argv[1:3]
 if step == "write":
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (30, 4, 4, 3), dtype=np.uint8)
-    tfrecord_tools.write_shards(x, np.arange(30) % 3, output, num_shards=3, name="g", progress=False)
+    y = np.arange(30) % 3
+    tfrecord_tools.write_shards(x, y, output, num_shards=3, name="g", progress=False)
     print(json.dumps({"ok": True}))
 else:
     out = {}
@@ -535,7 +539,8 @@ elsewhere(
     "Everything that is left; nothing is modified",
 )
 elsewhere(
-    "tests/test_tfrecord_sources.py::test_idx_lookup_prefers_the_uncompressed_file_like_load_fashion_mnist",
+    "tests/test_tfrecord_sources.py::"
+    "test_idx_lookup_prefers_the_uncompressed_file_like_load_fashion_mnist",
     "IDX directory holding both `X` and `X.gz` (after `gunzip -k`)",
     "One lookup rule for the `idx:` source and `keras_tricks.datasets.load_fashion_mnist` "
     "(`tfrecord_tools.idx.find_idx`): the uncompressed file wins (before, the two disagreed)",
@@ -546,7 +551,8 @@ elsewhere(
     "tests/test_tfrecord_verify.py::test_verify_shows_progress_of_the_records_checked_like_convert",
     "`verify --decode` of a large dataset takes minutes",
     "A tqdm progress bar of the records checked, like `convert` (`verify(progress=True)`)",
-    "`verify --decode: 45%|... 31.5k/70.0k [00:12<00:15, 2.6krec/s]` on stderr; none with `--quiet`",
+    "`verify --decode: 45%|... 31.5k/70.0k [00:12<00:15, 2.6krec/s]` on stderr; none with "
+    "`--quiet`",
     "Everything",
 )
 elsewhere(
@@ -566,7 +572,8 @@ elsewhere(
 
 
 elsewhere(
-    "tests/test_tfrecord_writer.py::test_sigkill_midway_leaves_only_correct_shards_and_the_rerun_equals_a_clean_run",
+    "tests/test_tfrecord_writer.py::"
+    "test_sigkill_midway_leaves_only_correct_shards_and_the_rerun_equals_a_clean_run",
     "SIGKILL at any moment of a conversion, then the same command again",
     "Shards are written under temporary names and renamed once complete; manifest.json is "
     "written last; the rerun keeps every shard whose sha256 matches and rebuilds the rest",
@@ -575,7 +582,8 @@ elsewhere(
     "Every completed shard; the rerun's output is byte-identical to a clean run",
 )
 elsewhere(
-    "tests/test_tfrecord_gcs.py::test_cli_convert_and_verify_on_gs_and_verify_names_a_damaged_shard",
+    "tests/test_tfrecord_gcs.py::"
+    "test_cli_convert_and_verify_on_gs_and_verify_names_a_damaged_shard",
     "Credential (OAuth token) in the environment while converting to and verifying on `gs://`",
     "TF's own GCS client authenticates with it; the package never prints or logs it",
     "Progress and results; the token appears in no output and no server log",

@@ -172,7 +172,10 @@ print(json.dumps({"verify_ok": verify_and_read_back(output, result_path)}))
 )
 
 # The console script `tfrecord-tools` as pip installs it: `main()` reading sys.argv.
-CLI = "import sys; from tfrecord_tools.cli import main; sys.argv[0] = 'tfrecord-tools'; sys.exit(main())"
+CLI = (
+    "import sys; from tfrecord_tools.cli import main; sys.argv[0] = 'tfrecord-tools'; "
+    "sys.exit(main())"
+)
 
 
 def _source_npz(path, seed=0):
