@@ -115,7 +115,7 @@ def check_int(
         isinstance(value, bool)
         or not isinstance(value, numbers.Integral)
         or value < minimum
-        or (maximum is not None and value > maximum)
+        or (maximum is not None and int(value) > maximum)
     ):
         allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
         fail(name, allowed + (" or None" if allow_none else ""), value)
