@@ -44,11 +44,10 @@ __all__ = [
 
 def _check_images(images: Any) -> np.ndarray:
     """`images` as an (N, H, W, C) array with N >= 1 and C in (1, 3), or a ValueError."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
+    array = np.asarray(images)
+    images = array[..., None] if array.ndim == 3 else array
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
-        fail("images.shape", "(N, H, W), (N, H, W, 1) or (N, H, W, 3) with N >= 1", images.shape)
+        fail("images.shape", "(N, H, W), (N, H, W, 1) or (N, H, W, 3) with N >= 1", array.shape)
     return images
 
 
@@ -421,9 +420,14 @@ def schedule_figure(
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
     ax.grid(True, alpha=0.3)
-    top = ax.secondary_xaxis(
-        "top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch)
-    )
+
+    def to_epoch(step: Any) -> Any:
+        return np.asarray(step) / steps_per_epoch
+
+    def to_step(epoch: Any) -> Any:
+        return np.asarray(epoch) * steps_per_epoch
+
+    top = ax.secondary_xaxis("top", functions=(to_epoch, to_step))
     top.set_xlabel("epoch")
     if title:
         ax.set_title(title, fontsize=10)
@@ -479,6 +483,7 @@ def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m keras_tricks.plotting` (the docs figure, `fashion_mnist_grid`)."""
+    from keras_tricks.cli import _int_option
     from keras_tricks.datasets import FASHION_MNIST_DIR
 
     # The defaults are fashion_mnist_grid's own, read from its signature.
@@ -500,21 +505,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--num-images",
-        type=int,
+        type=_int_option("num_images", minimum=1),
         default=defaults["num_images"],
         metavar="N",
         help="images (rows) per augmentation chain (default: %(default)s)",
     )
     parser.add_argument(
         "--num-augmentations",
-        type=int,
+        type=_int_option("num_augmentations", minimum=1),
         default=defaults["num_augmentations"],
         metavar="N",
         help="augmented copies (columns) beside each original (default: %(default)s)",
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=_int_option("seed", minimum=0),
         default=defaults["seed"],
         help="seeds the choice of images and the augmentation layers (default: %(default)s)",
     )

@@ -152,6 +152,62 @@ def test_demo_help_prints_the_whole_description_and_help_for_every_option(capsys
             assert str(action.default) in action.help % {"default": action.default}
 
 
+def test_pick_peak_learning_rate_is_a_decade_below_the_minimum_clipped_to_half_and_twice():
+    from types import SimpleNamespace
+
+    from keras_tricks.cli import pick_peak_learning_rate
+
+    def expected(min_loss_lr, default_lr):  # the rule, written out
+        if min_loss_lr is None:
+            return default_lr
+        return min(max(min_loss_lr / 10, default_lr / 2), default_lr * 2)
+
+    for min_loss_lr in (None, 0.5, 1.4, 2.78, 9.0):
+        rate, reason = pick_peak_learning_rate(SimpleNamespace(min_loss_lr=min_loss_lr), 0.2)
+        assert rate == pytest.approx(expected(min_loss_lr, 0.2), rel=1e-12)
+        assert ("clipped" in reason) == (
+            min_loss_lr is not None and not 0.1 <= min_loss_lr / 10 <= 0.4
+        )
+    with pytest.raises(ValueError, match="`default_lr` must be a finite number > 0"):
+        pick_peak_learning_rate(SimpleNamespace(min_loss_lr=1.0), 0.0)
+    with pytest.raises(ValueError, match="`result` must be a find_lr"):
+        pick_peak_learning_rate(object(), 0.2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seed": -1}, "`seed` must be an integer >= 0. Received: seed=-1"),
+        ({"epochs": 0}, "`epochs` must be an integer >= 1 or None. Received: epochs=0"),
+        ({"quick": "yes"}, "`quick` must be True or False. Received: quick='yes'"),
+        ({"data_dir": 3}, "Received: data_dir=3"),
+    ],
+)
+def test_run_demo_checks_its_arguments_before_writing_anything(tmp_path, kwargs, message):
+    from keras_tricks.cli import run_demo
+
+    with pytest.raises(ValueError) as error:
+        run_demo(tmp_path / "out", **kwargs)
+    assert message in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", "-1"], "argument --seed: `seed` must be an integer >= 0. Received: seed=-1"),
+        (["--epochs", "two"], "`epochs` must be an integer >= 1. Received: epochs='two'"),
+    ],
+)
+def test_demo_options_are_checked_by_the_parser(capsys, argv, message):
+    from keras_tricks.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", *argv])
+    assert exit_info.value.code == 2  # argparse's usage error, not a traceback
+    assert message in capsys.readouterr().err
+
+
 def test_cli_requires_a_subcommand():
     proc = run([])
     assert proc.returncode == 2

@@ -27,6 +27,57 @@ def test_confusion_matrix_rejects_different_lengths():
         confusion_matrix([0, 1, 2], [0, 1])
 
 
+@pytest.mark.parametrize(
+    "labels, predictions, num_classes, message",
+    [
+        ([0, 1, 2], [0, 1], None, "`len(predictions)` must be the same length as `labels` (3). "
+         "Received: len(predictions)=2"),
+        ([0, 3], [0, 1], 3, "`labels` must be class ids below num_classes=3. Received: labels=3"),
+        ([0, 1], [0, 5], 3, "Received: predictions=5"),
+        ([0, -1], [0, 1], None, "`labels` must be class ids (whole numbers >= 0). "
+         "Received: labels=[0, -1]"),
+        ([0, 1.5], [0, 1], None, "Received: labels=[0, 1.5]"),
+        ([0, 1], [0, 1], 0, "`num_classes` must be an integer >= 1 or None. "
+         "Received: num_classes=0"),
+    ],
+)  # fmt: skip
+def test_confusion_matrix_rejects_bad_ids_in_keras_style(labels, predictions, num_classes, message):
+    with pytest.raises(ValueError) as error:
+        confusion_matrix(labels, predictions, num_classes)
+    assert message in str(error.value)
+    # Whole-number float labels are ids too.
+    np.testing.assert_array_equal(confusion_matrix([0.0, 1.0], [0, 1]), np.eye(2, dtype="int64"))
+
+
+def test_grid_functions_reject_bad_arguments_in_keras_style(tmp_path):
+    def flip(x, training=True):
+        return x[:, :, ::-1]
+
+    cases = [
+        (lambda: plotting.augmentation_grid(np.zeros((2, 3)), flip),
+         "`images.shape` must be (N, H, W), (N, H, W, 1) or (N, H, W, 3) with N >= 1. "
+         "Received: images.shape=(2, 3)"),
+        (lambda: plotting.augmentation_grid(np.zeros((0, 5, 5)), flip),
+         "Received: images.shape=(0, 5, 5)"),
+        (lambda: plotting.augmentation_grid(np.zeros((1, 5, 5)), "flip"),
+         "`augmentation` must be a Keras layer or a callable"),
+        (lambda: plotting.augmentation_grid(np.zeros((1, 5, 5)), flip, num_augmentations=True),
+         "`num_augmentations` must be an integer >= 1. Received: num_augmentations=True"),
+        (lambda: plotting.save_augmentation_grid(np.zeros((1, 5, 5)), flip, tmp_path / "g.png",
+                                                 value_range=(1, 0)),
+         "`value_range` must be a pair (min, max) with min <= max. Received: value_range=(1, 0)"),
+        (lambda: plotting.fashion_mnist_grid(tmp_path / "f.png", num_images=0),
+         "`num_images` must be an integer >= 1. Received: num_images=0"),
+        (lambda: plotting.save_confusion_matrix([0], [0], tmp_path / "c.png", label_names="ab"),
+         "`label_names` must be a sequence of class names (strings) or None."),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(ValueError) as error:
+            call()
+        assert message in str(error.value)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
 def test_save_confusion_matrix_writes_a_png(tmp_path):
     path = save_confusion_matrix(
         [0, 1, 1, 2], [0, 1, 2, 2], tmp_path / "sub" / "cm.png", label_names=["a", "b", "c"]
@@ -107,3 +158,10 @@ def test_curves_figure_plots_each_history_key_against_the_epoch():
     assert loss.get_legend() is not None and accuracy.get_legend() is None  # val only in loss
     with pytest.raises(ValueError, match="`history` must be a Keras History.history dict"):
         plotting.curves_figure({"accuracy": [0.5]})
+
+
+def test_plotting_command_refuses_a_bad_option_with_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plotting.main(["--num-images", "0"])
+    assert exit_info.value.code == 2
+    assert "`num_images` must be an integer >= 1. Received: num_images=0" in capsys.readouterr().err

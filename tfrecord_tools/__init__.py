@@ -1,4 +1,4 @@
-"""tfrecord_tools: sharded TFRecord conversion to local disk or gs://, verification and fast reading.
+"""tfrecord_tools: sharded TFRecords on local disk or gs://: conversion, verification, fast reading.
 
 ```python
 import tfrecord_tools

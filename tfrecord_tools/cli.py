@@ -11,6 +11,8 @@ Exit codes: 0 success, 1 verification failed, 2 bad arguments or conversion erro
 storage errors — disk full, read-only output — and an output locked by another conversion).
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import importlib.abc
@@ -22,6 +24,10 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import Any
 
 __all__ = [
     "main",
@@ -56,7 +62,7 @@ _NO_GPU_MESSAGES = (
 )
 
 
-def is_startup_noise(line):
+def is_startup_noise(line: str) -> bool:
     """True for a line of TensorFlow's start-up log that `--verbose` alone shows.
 
     That is absl's banner, absl INFO lines, and the WARNING/ERROR lines that only report a
@@ -85,7 +91,7 @@ def is_startup_noise(line):
 
 
 @contextlib.contextmanager
-def _stderr_without_startup_noise():
+def _stderr_without_startup_noise() -> Iterator[None]:
     """Send file descriptor 2 to a temporary file; on exit, write back all but the noise."""
     try:
         if sys.stderr is not None:
@@ -114,22 +120,26 @@ class _QuietLoader(importlib.abc.Loader):
     """Runs TensorFlow's own loader with the start-up log filtered out, then lists its devices
     (which is where "failed call to cuInit" comes from) inside the same window."""
 
-    def __init__(self, loader, finder):
+    def __init__(self, loader: Any, finder: _QuietTensorFlowFinder) -> None:
         self._loader, self._finder = loader, finder
 
-    def __getattr__(self, name):  # get_resource_reader, is_package, ...: TensorFlow's loader
+    def __getattr__(
+        self, name: str
+    ) -> Any:  # get_resource_reader, is_package, ...: TensorFlow's loader
         return getattr(self._loader, name)
 
-    def create_module(self, spec):
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
 
-    def exec_module(self, module):
+    def exec_module(self, module: ModuleType) -> None:
         self._finder.remove()
         with _stderr_without_startup_noise():
             self._loader.exec_module(module)
+            # TensorFlow's module keeps its own loader: the wrapper was for this import only.
             module.__loader__ = self._loader
-            if getattr(module, "__spec__", None) is not None:
-                module.__spec__.loader = self._loader
+            spec = getattr(module, "__spec__", None)
+            if spec is not None:
+                spec.loader = self._loader
             try:
                 module.config.list_physical_devices()
             except Exception:  # noqa: BLE001 - whatever fails here fails again, loudly, later
@@ -139,10 +149,12 @@ class _QuietLoader(importlib.abc.Loader):
 class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
     """On `sys.meta_path`: hands the first import of `tensorflow` to `_QuietLoader`."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._searching = False
 
-    def find_spec(self, name, path=None, target=None):
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
         if name != "tensorflow" or self._searching:
             return None
         self._searching = True
@@ -154,13 +166,13 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
             spec.loader = _QuietLoader(spec.loader, self)
         return spec
 
-    def remove(self):
+    def remove(self) -> None:
         if self in sys.meta_path:
             sys.meta_path.remove(self)
 
 
 @contextlib.contextmanager
-def quiet_tensorflow_startup(verbose=False):
+def quiet_tensorflow_startup(verbose: bool = False) -> Iterator[None]:
     """Within the block, TensorFlow's first import prints none of its start-up log.
 
     Both command lines run their command inside it (`--verbose` turns it off). It sets
@@ -199,7 +211,7 @@ def quiet_tensorflow_startup(verbose=False):
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
-def add_verbose_argument(parser):
+def add_verbose_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add `--verbose` (show TensorFlow's start-up log, see `quiet_tensorflow_startup`)."""
     parser.add_argument(
         "--verbose",
@@ -210,7 +222,7 @@ def add_verbose_argument(parser):
     return parser
 
 
-def add_convert_arguments(parser):
+def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the conversion options shared by `tfrecord-tools convert` and
     `python -m tfrecord_tools.beam` (SOURCE, OUTPUT, --split, --name, --num-shards, ...) to an
     `argparse` parser; `convert_arguments` turns the parsed options into keyword arguments.
@@ -274,7 +286,7 @@ def add_convert_arguments(parser):
     return parser
 
 
-def convert_arguments(args):
+def convert_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of `convert` / `convert_beam` from options parsed with
     `add_convert_arguments` (all but `split`, whose form each command chooses)."""
     return {
@@ -292,7 +304,7 @@ def convert_arguments(args):
     }
 
 
-def _label_names(value):
+def _label_names(value: str | None) -> str | list[str] | None:
     from tfrecord_tools.sources import KNOWN_LABEL_NAMES
 
     if not value:
@@ -300,7 +312,7 @@ def _label_names(value):
     return value if value in KNOWN_LABEL_NAMES else value.split(",")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The `tfrecord-tools` argument parser: the `convert`, `verify` and `inspect` commands."""
     import tfrecord_tools
 
@@ -383,13 +395,13 @@ def build_parser():
     return parser
 
 
-def _splits(values):
+def _splits(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [s.strip() for v in values for s in v.split(",") if s.strip()]
 
 
-def _convert(args):
+def _convert(args: argparse.Namespace) -> int:
     import tfrecord_tools
 
     manifest = tfrecord_tools.convert(
@@ -412,7 +424,7 @@ def _convert(args):
     return 0
 
 
-def _verify(args):
+def _verify(args: argparse.Namespace) -> int:
     import tfrecord_tools
 
     result = tfrecord_tools.verify(
@@ -423,7 +435,7 @@ def _verify(args):
     return 0 if result.ok else 1
 
 
-def _inspect(args):
+def _inspect(args: argparse.Namespace) -> int:
     from tfrecord_tools.summary import format_summary, inspect
 
     summary = inspect(
@@ -437,7 +449,7 @@ def _inspect(args):
     return 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfrecord-tools` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
