@@ -237,6 +237,7 @@ def test_metadata_follows_every_manifest_rewrite_and_gzip_outputs_have_none(tmp_
 def test_metadata_is_written_before_the_manifest_and_dead_runs_temporaries_are_removed(
     tmp_path, monkeypatch
 ):
+    from tfrecord_tools import manifest as mf
     from tfrecord_tools.storage import GfileStore
 
     x, y = np.zeros((6, 4, 4, 1), np.uint8), np.arange(6) % 2
@@ -253,6 +254,13 @@ def test_metadata_is_written_before_the_manifest_and_dead_runs_temporaries_are_r
         return original(self, path, data, run_id)
 
     monkeypatch.setattr(GfileStore, "write_atomic", spy)
+    original_bytes = mf.write_bytes_atomic  # how the local writer writes manifest.json
+
+    def spy_bytes(path, data, run_id=None):
+        written.append(os.path.basename(path))
+        return original_bytes(path, data, run_id)
+
+    monkeypatch.setattr(mf, "write_bytes_atomic", spy_bytes)
     tfrecord_tools.write_shards(x, y, str(out), num_shards=2, name="t", progress=False)
     commits = [w for w in written if not w.endswith(".json") or "tfrecord" not in w]
     assert commits == [

@@ -21,6 +21,7 @@ pytest.importorskip("apache_beam")
 
 import tfrecord_tools  # noqa: E402
 from tfrecord_tools.beam import convert_beam, main  # noqa: E402
+from tfrecord_tools.tfds_info import tfds_files  # noqa: E402
 
 SPEC = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -99,7 +100,7 @@ def test_beam_shards_and_manifest_are_byte_identical_to_the_local_writer(
         _files(tmp_path / "beam")
         == _files(tmp_path / "local")
         == sorted(
-            ["manifest.json"]
+            ["manifest.json", *tfds_files(beam)]
             + [f"toy-{s}.tfrecord-{i:05d}-of-00003" for s in ("train", "test") for i in range(3)]
         )
     )
@@ -324,7 +325,7 @@ def test_beam_finishes_an_interrupted_local_run_without_rebuilding_shards(tmp_pa
 
     assert resumed == expected
     assert _shard_mtimes(out) == committed
-    assert not [f for f in os.listdir(out) if f.endswith(".json") and f != "manifest.json"]
+    assert not [f for f in os.listdir(out) if ".tfrecord-" in f and f.endswith(".json")]
 
 
 def test_beam_takes_the_same_output_lock_as_the_local_writer(tmp_path):
@@ -339,5 +340,6 @@ def test_beam_takes_the_same_output_lock_as_the_local_writer(tmp_path):
     assert os.listdir(out) == []  # refused before writing anything; the holder's lock is gone
     manifest = convert_beam(_arrays(), str(out), num_shards=2, name="toy")
     assert sorted(os.listdir(out)) == sorted(
-        ["manifest.json"] + [s["file"] for sp in manifest["splits"].values() for s in sp["shards"]]
+        ["manifest.json", *tfds_files(manifest)]
+        + [s["file"] for sp in manifest["splits"].values() for s in sp["shards"]]
     )

@@ -595,6 +595,14 @@ def _files_in(path):
     return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
 
+def _tfds_names(out):
+    """The tfds metadata files the manifest in `out` comes with (tfrecord_tools.tfds_info)."""
+    import tfrecord_tools
+    from tfrecord_tools.tfds_info import tfds_files
+
+    return list(tfds_files(tfrecord_tools.read_manifest(out)))
+
+
 def _hold_lock_in_subprocess(out):
     """A separate live process holding the output's lock (it waits until killed)."""
     import subprocess
@@ -673,7 +681,7 @@ def test_stale_lock_of_a_killed_run_is_taken_over_with_a_warning(tmp_path, caplo
     with caplog.at_level("WARNING", logger="tfrecord_tools"):
         again = tfrecord_tools.write_shards(x, y, out, num_shards=4, name="d", progress=False)
     assert f"its process {holder.pid} on this host is no longer running" in caplog.text
-    assert _files_in(out) == sorted(files + ["manifest.json"])  # temp and lock gone
+    assert _files_in(out) == sorted(files + ["manifest.json", *_tfds_names(out)])  # temp, lock gone
     assert tfrecord_tools.verify(out).ok and again["splits"]["train"]["num_records"] == 40
     # A lock of another host: live until it expires, then taken over.
     lock = {"run_id": "1x00", "host": "elsewhere", "pid": 1, "started": time.time()}
@@ -684,7 +692,7 @@ def test_stale_lock_of_a_killed_run_is_taken_over_with_a_warning(tmp_path, caplo
     with open(os.path.join(out, LOCK_NAME), "w") as f:
         json.dump(dict(lock, heartbeat=time.time() - 400, expires=time.time() - 220), f)
     tfrecord_tools.write_shards(x, y, out, num_shards=4, name="d", progress=False)
-    assert _files_in(out) == sorted(files + ["manifest.json"])
+    assert _files_in(out) == sorted(files + ["manifest.json", *_tfds_names(out)])
 
 
 def _interrupted(tmp_path, monkeypatch, x, y, out, **kwargs):
@@ -718,13 +726,14 @@ def test_partial_output_with_other_shard_count_is_refused_or_replaced_whole(tmp_
     x, y = rng.integers(0, 256, (30, 6, 5, 3), dtype=np.uint8), rng.integers(0, 4, 30)
     out = str(tmp_path / "out")
     _interrupted(tmp_path, monkeypatch, x, y, out, num_shards=4)
-    assert len([f for f in _files_in(out) if f.endswith(".json")]) == 4  # the four records
+    assert len([f for f in _files_in(out) if ".tfrecord-" in f and f.endswith(".json")]) == 4
     with pytest.raises(ValueError, match="holds a partial conversion with different settings"):
         tfrecord_tools.write_shards(x, y, out, num_shards=3, name="d", progress=False)
     m = tfrecord_tools.write_shards(x, y, out, num_shards=3, name="d", overwrite=True,
                                     progress=False)  # fmt: skip
     assert _files_in(out) == sorted(
-        [f"d-train.tfrecord-0000{i}-of-00003" for i in range(3)] + ["manifest.json"]
+        [f"d-train.tfrecord-0000{i}-of-00003" for i in range(3)]
+        + ["manifest.json", *_tfds_names(out)]
     )
     assert tfrecord_tools.verify(out).ok and m["splits"]["train"]["num_shards"] == 3
 
@@ -759,7 +768,9 @@ def test_overwriting_one_split_keeps_the_other_split_and_its_manifest_entry(tmp_
     for file, data_bytes in train.items():
         assert open(os.path.join(out, file), "rb").read() == data_bytes
     assert _files_in(out) == sorted(
-        list(train) + [f"d-test.tfrecord-0000{i}-of-00002" for i in range(2)] + ["manifest.json"]
+        list(train)
+        + [f"d-test.tfrecord-0000{i}-of-00002" for i in range(2)]
+        + ["manifest.json", *_tfds_names(out)]
     )
     assert tfrecord_tools.verify(out).ok
     with pytest.raises(ValueError, match=r"holds splits \['train'\] of a conversion with other"):
@@ -966,7 +977,7 @@ def test_beam_overwrite_replaces_a_partial_conversion_like_the_local_writer(tmp_
                                         progress=False)  # fmt: skip
     assert m == local
     assert _files_in(out) == sorted([s["file"] for s in m["splits"]["train"]["shards"]]
-                                    + ["manifest.json"])  # fmt: skip
+                                    + ["manifest.json", *_tfds_names(out)])  # fmt: skip
 
 
 # ================================================================================================

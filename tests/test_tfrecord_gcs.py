@@ -210,15 +210,19 @@ def _with_repo_on_path(env):
 
 
 def _assert_bucket_holds_exactly_the_manifest_shards(emulator, prefix, manifest):
-    """Final names only (no temporaries or sidecars), each with the manifest's size and sha256."""
+    """Final names only (no temporaries or sidecars), each with the manifest's size and sha256;
+    beside them manifest.json and its tfds metadata."""
     objects = emulator.list_objects(BUCKET, prefix + "/")
     # tf.io.gfile.makedirs leaves empty "dir/" marker objects, as on real GCS.
     markers = {name: size for name, size in objects.items() if name.endswith("/")}
     assert set(markers.values()) <= {0}
     objects = {name: size for name, size in objects.items() if name not in markers}
     shards = [s for split in manifest["splits"].values() for s in split["shards"]]
+    from tfrecord_tools.tfds_info import tfds_files
+
+    tfds_metadata = [f"{prefix}/{name}" for name in tfds_files(manifest)]
     assert sorted(objects) == sorted(
-        [f"{prefix}/manifest.json"] + [f"{prefix}/{s['file']}" for s in shards]
+        [f"{prefix}/manifest.json", *tfds_metadata] + [f"{prefix}/{s['file']}" for s in shards]
     )
     for shard in shards:
         data = emulator.read_object(BUCKET, f"{prefix}/{shard['file']}")

@@ -26,6 +26,7 @@ from tfrecord_tools import manifest as mf
 from tfrecord_tools.example import parse_example
 from tfrecord_tools.options import ConversionOptions
 from tfrecord_tools.plan import ConversionPlan, OutputState, resolve, shard_indices
+from tfrecord_tools.tfds_info import tfds_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +69,7 @@ def test_shards_hold_the_seeded_permutation_cut_into_contiguous_pieces(tmp_path)
     np.testing.assert_allclose(manifest["std"], flat.std(0), rtol=1e-12)
     assert manifest["image_shape"] == [6, 5, 3] and manifest["num_classes"] == 7
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [s["file"] for s in shards] + ["manifest.json"]
+        [s["file"] for s in shards] + ["manifest.json", *tfds_files(manifest)]
     )
 
 
@@ -193,7 +194,7 @@ def test_output_holding_a_different_conversion_is_refused_unless_overwrite(tmp_p
     )
     assert m["image_format"] == "raw" and m["splits"]["train"]["num_shards"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [s["file"] for s in m["splits"]["train"]["shards"]] + ["manifest.json"]
+        [s["file"] for s in m["splits"]["train"]["shards"]] + ["manifest.json", *tfds_files(m)]
     )
 
 
@@ -317,7 +318,9 @@ def test_sigkill_midway_leaves_only_correct_shards_and_the_rerun_equals_a_clean_
 
     resumed = tfrecord_tools.convert(source, out, num_workers=2, progress=False, **kwargs)
     assert resumed == clean
-    assert sorted(os.listdir(out)) == sorted(list(clean_sha) + ["manifest.json"])
+    assert sorted(os.listdir(out)) == sorted(
+        list(clean_sha) + ["manifest.json", *tfds_files(clean)]
+    )
     assert tfrecord_tools.verify(out).ok
 
 

@@ -442,7 +442,7 @@ def _decode_file(path: str, alpha: str = "error") -> np.ndarray:
         return _to_array(pil, path, alpha)
 
 
-def iter_payload(payload: "ArrayPayload | FilePayload") -> Iterator[tuple]:
+def iter_payload(payload: "ArrayPayload | FilePayload | TfdsPayload") -> Iterator[tuple]:
     """Yield `(index, image uint8 HWC | None, label, filename, error | None)` for a shard payload.
 
     `error` is a `CorruptImageError` for an unreadable file (image is then None); array records

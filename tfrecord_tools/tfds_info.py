@@ -36,9 +36,10 @@ by tfds, with no extra step; this works for `gs://` outputs too (tfds reads thro
   two may differ by a few levels per pixel on the same JPEG bytes.
 
 manifest.json stays the source of truth: these files are derived from it alone (`tfds_files`),
-rewritten whenever it is (`commit_manifest`, used for the final and the interim manifests of the
-local writer and the Beam pipeline), each file atomically, all of them before manifest.json, so
-a manifest on disk always has its metadata beside it; `remove_manifest` deletes them first. The
+rewritten whenever it is (`write_metadata` / `commit_manifest`, for the final and the interim
+manifests of the local writer and the Beam pipeline), each file atomically, all of them before
+manifest.json and after the shards they list, so tfds never sees a missing shard and a manifest
+on disk always has its metadata beside it; `remove_manifest` deletes them first. The
 resume rule treats them as the manifest's (their temporaries are cleaned up like its own), and
 `verify` checks only the shards the manifest lists. GZIP outputs get none of these files
 (existing ones are removed): tfds could not read the shards.
@@ -79,6 +80,7 @@ __all__ = [
     "features_json",
     "dataset_info_json",
     "tfds_files",
+    "write_metadata",
     "commit_manifest",
     "remove_manifest",
 ]
@@ -257,12 +259,13 @@ def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, indent=2, sort_keys=True).encode("utf-8") + b"\n"
 
 
-def commit_manifest(store: Any, output: str, manifest: Mapping, run_id: str) -> None:
-    """Write `manifest` as output/manifest.json together with its tfds metadata.
+def write_metadata(store: Any, output: str, manifest: Mapping, run_id: str) -> None:
+    """Write the tfds metadata of `manifest` into `output`, each file atomically; drop stale ones.
 
-    The metadata files first (each atomically; stale ones deleted), manifest.json last: so a
-    manifest on disk always has the metadata derived from it beside it, and an interrupted
-    write is finished by the next run, which rewrites all of them.
+    Call it just before writing manifest.json (`commit_manifest` does both): every shard it
+    lists is then already complete under its final name, so tfds never sees metadata naming a
+    missing shard, and a manifest on disk always has its metadata beside it. An interruption
+    between the two is finished by the next run, which rewrites both.
 
     Args:
         store: a `storage.Store` (`GfileStore` locally and on `gs://`, Beam's `BeamStore`).
@@ -275,6 +278,11 @@ def commit_manifest(store: Any, output: str, manifest: Mapping, run_id: str) -> 
         store.write_atomic(join(output, name), data, run_id)
     stale = [join(output, n) for n in METADATA_NAMES if n not in files]
     store.delete([p for p in stale if store.exists(p)])
+
+
+def commit_manifest(store: Any, output: str, manifest: Mapping, run_id: str) -> None:
+    """Write `manifest` as output/manifest.json, its tfds metadata first (`write_metadata`)."""
+    write_metadata(store, output, manifest, run_id)
     store.write_atomic(mf.manifest_path(output), mf.manifest_bytes(manifest), run_id)
 
 

@@ -70,7 +70,7 @@ from tfrecord_tools.storage import (
     storage_error,
     temp_name,
 )
-from tfrecord_tools.tfds_info import commit_manifest
+from tfrecord_tools.tfds_info import write_metadata
 
 __all__ = [
     "convert",
@@ -360,7 +360,8 @@ def _write(plan, store, run_id, lock, pool, stack) -> dict:
     lock.check(reread=True)
     manifest = final_manifest(plan, resolution, entries)
     try:
-        commit_manifest(store, output, manifest, run_id)  # its tfds metadata first
+        write_metadata(store, output, manifest, run_id)  # tfds metadata: just before it
+        mf.write_manifest(output, manifest, run_id=run_id)
     except StorageError:
         raise
     except OSError as e:
