@@ -5,9 +5,10 @@ several augmented copies), `confusion_matrix` / `save_confusion_matrix` where a 
 `schedule_figure` the learning rate at every step, `curves_figure` a `History`'s loss,
 accuracy and learning rate; `keras-tricks demo` draws its report with them.
 
-Needs matplotlib (the `plot` extra). The docs figure (`fashion_mnist_grid`) shows Fashion-MNIST
-(Xiao et al. 2017, https://arxiv.org/abs/1708.07747) through Page's CIFAR-10 augmentation (pad 4
-reflect + crop, flip, 8x8 cutout) and an Inception-style random-resized crop:
+Needs matplotlib (the `plot` extra); Keras and matplotlib are imported when a figure is drawn.
+The docs figure (`fashion_mnist_grid`) shows Fashion-MNIST (Xiao et al. 2017,
+https://arxiv.org/abs/1708.07747) through Page's CIFAR-10 augmentation (pad 4 reflect + crop,
+flip, 8x8 cutout) and an Inception-style random-resized crop:
 
 ```
 python -m keras_tricks.plotting --output docs/augment_grid.png
@@ -22,9 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
-from keras import ops
 
 from keras_tricks._checks import check_int, check_number, check_range, fail
 
@@ -86,6 +85,9 @@ def augmentation_grid(images: Any, augmentation: Any, num_augmentations: int = 7
     assert augmentation_grid(x, augment.RandomFlip(), 3).shape == (2, 4, 28, 28, 1)
     ```
     """
+    import keras
+    from keras import ops
+
     images = _check_images(images)
     if not callable(augmentation):
         fail("augmentation", "a Keras layer or a callable f(batch, training=True)", augmentation)
@@ -210,6 +212,8 @@ def fashion_mnist_grid(
     Returns:
         `path`.
     """
+    import keras
+
     from keras_tricks import augment
     from keras_tricks.datasets import load_fashion_mnist
 
@@ -407,6 +411,8 @@ def schedule_figure(
 
     steps = np.arange(total_steps)
     if callable(schedule):
+        from keras import ops
+
         values = np.asarray(ops.convert_to_numpy(schedule(steps)), dtype=float)
     else:
         values = np.full(total_steps, float(schedule))
@@ -485,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m keras_tricks.plotting` (the docs figure, `fashion_mnist_grid`)."""
     from keras_tricks.cli import _int_option
     from keras_tricks.datasets import FASHION_MNIST_DIR
+    from tfrecord_tools.cli import add_verbose_argument
 
     # The defaults are fashion_mnist_grid's own, read from its signature.
     defaults = {
@@ -530,17 +537,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory with the Fashion-MNIST IDX files "
         f"(default: {FASHION_MNIST_DIR}, else the Keras download)",
     )
+    add_verbose_argument(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `python -m keras_tricks.plotting`: write the grid, print its path."""
+    from tfrecord_tools.cli import quiet_tensorflow_startup
+
     args = build_parser().parse_args(argv)
-    print(
-        fashion_mnist_grid(
+    with quiet_tensorflow_startup(verbose=args.verbose):
+        path = fashion_mnist_grid(
             args.output, args.num_images, args.num_augmentations, args.seed, args.data_dir
         )
-    )
+    print(path)
 
 
 if __name__ == "__main__":
