@@ -41,7 +41,7 @@ class LinearWarmup(keras.callbacks.Callback):
     At the start of each of the first `m = warmup_steps` optimizer steps (0-based step `s`,
     counted by `optimizer.iterations`, so it resumes correctly across `fit` calls):
 
-    ```python
+    ```
     optimizer.learning_rate = init + (s + 1) / m * (target - init)   # for s < m
     ```
 

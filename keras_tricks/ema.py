@@ -59,7 +59,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
     EfficientNet references) and Page's "How to train your ResNet" (EMA updated every 5 steps).
     After training step `t` (1-based), when `t` is a multiple of `every_n_steps`:
 
-    ```python
+    ```
     d = min(decay, (1 + t) / (10 + t)) if warmup else decay
     average = d * average + (1 - d) * weight   # for every trainable and BN-statistics variable
     ```

@@ -1,11 +1,12 @@
-"""keras_tricks.training as a whole: registration, composition with the package, README, bench."""
+"""keras_tricks.training as a whole: registration, composition with the package, README, bench.
+
+The README's training block and the docstring examples run in `tests/test_docstring_examples.py`.
+"""
 
 import json
 import os
-import re
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -104,31 +105,6 @@ def test_readme_marks_the_four_techniques_built():
 
 
 @pytest.mark.slow
-def test_readme_training_example_runs(tmp_path, fashion_mnist_dir):
-    code = re.findall(r"```python\n(.*?)```", _readme_section("Training techniques"), re.S)[0]
-    code += (
-        "\nimport os\n"
-        "assert os.path.exists('tta_savedmodel/saved_model.pb')\n"
-        "assert os.path.exists('mean_teacher.keras')\n"
-        "assert probs.shape == (1000, 10)\n"
-        "print('README OK')\n"
-    )
-    script = tmp_path / "readme_training.py"
-    script.write_text(code)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "README OK" in out.stdout
-
-
-@pytest.mark.slow
 def test_bench_quick_mode_prints_the_four_comparisons(fashion_mnist_dir):
     env = dict(os.environ, PYTHONPATH=ROOT)
     out = subprocess.run(
@@ -167,15 +143,3 @@ def test_bench_quick_mode_prints_the_four_comparisons(fashion_mnist_dir):
     assert 0.0 <= m["mean_teacher_consistency_100"]["teacher_test_accuracy"] <= 1.0
     t = result["tta"]
     assert t["views"] == 2 and t["inference_cost_ratio"] > 0
-
-
-DOCUMENTED = PUBLIC_MODELS + ["TwoStreamBatches", "sigmoid_rampup"]
-
-
-@pytest.mark.parametrize("name", DOCUMENTED)
-def test_docstring_example_runs(name, tmp_path, monkeypatch):
-    doc = getattr(training, name).__doc__
-    blocks = re.findall(r"Example:\n\s*```python\n(.*?)```", doc, re.S)
-    assert len(blocks) == 1, name
-    monkeypatch.chdir(tmp_path)
-    exec(compile(textwrap.dedent(blocks[0]), f"<{name} example>", "exec"), {})

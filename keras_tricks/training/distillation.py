@@ -20,7 +20,7 @@ class HintonDistiller(keras.distillation.Distiller):
     `T**2` so its gradients keep their size as `T` changes, and the hard (true-label) term at
     `T = 1` gets a small weight. For a batch of teacher logits `t`, student logits `s`, labels `y`:
 
-    ```python
+    ```
     p_teacher = softmax(t / T)
     p_student = softmax(s / T)
     soft = mean(sum(p_teacher * (log(p_teacher) - log(p_student)), axis=-1)) * T**2   # KL

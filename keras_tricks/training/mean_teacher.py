@@ -33,7 +33,7 @@ def sigmoid_rampup(step: float, rampup_steps: int) -> float:
     2017, https://arxiv.org/abs/1610.02242); 1 from the end of the ramp on, and always 1 when
     `rampup_steps` is 0:
 
-    ```python
+    ```
     t = min(max(step, 0), rampup_steps) / rampup_steps
     weight = exp(-5 * (1 - t) ** 2)
     ```
@@ -82,7 +82,7 @@ class MeanTeacher(keras.Model):
     unlabelled images share a batch; unlabelled ones carry the label -1 (a row of -1s for
     one-hot labels). After each step `n` (0-based) of the optimizer:
 
-    ```python
+    ```
     t = min(n / rampup_steps, 1)                         # at training step n
     w = consistency_weight * exp(-5 * (1 - t) ** 2)      # the paper's sigmoid ramp-up
     labelled = y != -1
@@ -289,7 +289,7 @@ class TwoStreamBatches(keras.utils.PyDataset):
     needed, and `batch_size - labelled_batch_size` unlabelled ones; an epoch is one pass over
     the unlabelled set. Unlabelled images get the label -1, as `MeanTeacher` expects:
 
-    ```python
+    ```
     for i in range(len(x_unlabelled) // (batch_size - labelled_batch_size)):
         x = concat(x_labelled[next labelled_batch_size], x_unlabelled[next unlabelled part])
         y = concat(y_labelled[same], [-1] * unlabelled part)

@@ -25,7 +25,7 @@ class StabilityTraining(keras.Model):
     the noise on the device, in the same step, and adds the divergence between the predictions
     on the clean and the perturbed copy of the batch to the compiled task loss:
 
-    ```python
+    ```
     eps = keras.random.normal(x.shape, stddev=noise_stddev, seed=seed_generator)
     p, q = softmax(model(x)), softmax(model(x + eps))      # both in training mode
     stability = mean(sum(p * (log(p) - log(q)), axis=-1))  # KL(f(x) || f(x + eps))

@@ -49,7 +49,7 @@ class TestTimeAugmentation(keras.Model):
     view of the batch is stacked into one batch of `num_views * batch` images, the wrapped model
     runs once, and the views' outputs are averaged:
 
-    ```python
+    ```
     views = []
     for dy, dx in [(0, 0), *shifts]:
         views.append(shift(x, dy, dx))                 # content moves down dy, right dx
