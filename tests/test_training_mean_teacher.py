@@ -216,6 +216,41 @@ def test_fit_on_two_stream_batches_and_save_and_load_round_trip(tmp_path):
     loaded.fit(batches, epochs=1, verbose=0)
 
 
+@pytest.mark.parametrize("seed", [1, None])
+def test_seeded_augmentation_draws_differ_between_student_and_teacher(seed):
+    from keras_tricks import augment
+
+    def student():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                augment.RandomFlip(seed=seed),
+                augment.Cutout(4, seed=seed),
+                keras.layers.Dropout(0.5, seed=seed),
+                keras.layers.Flatten(),
+                keras.layers.Dense(3),
+            ]
+        )
+
+    x = np.random.default_rng(0).random((32, 8, 8, 1)).astype("float32")
+    model = MeanTeacher(student())
+    # Same weights at the start, so any difference is the random draws: the paper perturbs
+    # the student's and the teacher's copy of each image independently.
+    for s, t in zip(model.student.get_weights(), model.teacher.get_weights()):
+        np.testing.assert_array_equal(s, t)
+    on_student = np.asarray(model.student(x, training=True))
+    on_teacher = np.asarray(model.teacher(x, training=True))
+    assert np.abs(on_student - on_teacher).max() > 1e-3
+    np.testing.assert_array_equal(
+        model.student(x, training=False), model.teacher(x, training=False)
+    )
+    if seed is not None:  # and still reproducible from the seed
+        again = MeanTeacher(student())
+        again.student(x, training=True)
+        np.testing.assert_array_equal(np.asarray(again.teacher(x, training=True)), on_teacher)
+
+
 @pytest.mark.parametrize(
     "kwargs, name",
     [

@@ -24,6 +24,11 @@ from keras_tricks.training._common import (
 )
 
 UNLABELLED = -1
+# Added to the first seed word of each of the teacher's seed generators (mod 2**31 - 2, the
+# range Keras's TF backend folds seeds into), so that no draw of the teacher repeats one of
+# the student's.
+_TEACHER_STREAM = 0x3C6E_F372
+_SEED_RANGE = 2**31 - 2
 
 
 def sigmoid_rampup(step: float, rampup_steps: int) -> float:
@@ -54,6 +59,22 @@ def sigmoid_rampup(step: float, rampup_steps: int) -> float:
         return 1.0
     phase = 1.0 - min(max(float(step), 0.0), rampup_steps) / rampup_steps
     return math.exp(-5.0 * phase * phase)
+
+
+def _own_random_streams(teacher: keras.Model) -> None:
+    """Give the teacher's random layers streams of their own, deterministically.
+
+    `keras.models.clone_model` rebuilds each layer from its config, seed included, so a seeded
+    augmentation or dropout layer of the teacher would draw exactly the student's numbers at
+    every step, and the consistency cost would compare two identically perturbed copies
+    instead of the paper's two independent perturbations. Each `keras.random.SeedGenerator`
+    state (`[seed, counter]`) of the teacher gets its seed word shifted by `_TEACHER_STREAM`.
+    """
+    for variable in teacher.variables:
+        if variable.name == "seed_generator_state" and "int" in str(variable.dtype):
+            state = np.array(ops.convert_to_numpy(variable))
+            state[0] = (int(state[0]) + _TEACHER_STREAM) % _SEED_RANGE
+            variable.assign(state)
 
 
 def _split_labels(y):
@@ -97,7 +118,8 @@ class MeanTeacher(keras.Model):
     As in the reference: the class cost divides by the whole batch, the consistency is the mean
     squared difference of the softmaxes over classes and images (labelled ones included), the
     teacher's output carries no gradient, and both models run in training mode, so augmentation
-    layers and dropout inside the model draw independently for each. The teacher is frozen
+    layers and dropout inside the model draw independently for each (the clone's seeded layers
+    are moved to random streams of their own, see `_own_random_streams`). The teacher is frozen
     (`trainable = False`), so its BatchNorm layers use the averaged statistics. The EMA update is
     `keras_tricks.ema.ema_values` (the arithmetic of `callbacks.ExponentialMovingAverage`) over
     the variables `ema_variables` selects, run inside the compiled train step.
@@ -168,6 +190,7 @@ class MeanTeacher(keras.Model):
         super().__init__(**kwargs)
         teacher = keras.models.clone_model(model)
         teacher.set_weights(model.get_weights())
+        _own_random_streams(teacher)
         teacher.trainable = False
         # Distinct names keep the two models apart in saved files.
         teacher.name = f"{model.name}_teacher"
