@@ -514,9 +514,10 @@ def shard_by_file(dataset: tf.data.Dataset, worker: Worker) -> tf.data.Dataset:
     Example:
 
     ```python
+    import numpy as np
     from keras_tricks import data
-    examples = data.read_source((__import__("numpy").zeros((4, 2, 2)), [0, 1, 0, 1]))
-    same = data.shard_by_file(examples.dataset, data.Worker(1, 0, True))  # one worker: as is
+    examples = data.read_source((np.zeros((4, 2, 2), "uint8"), np.arange(4) % 2))
+    same = data.shard_by_file(examples.dataset, data.current_worker())  # one worker: as is
     ```
 
     Args:

@@ -33,6 +33,17 @@ one (Keras's `BackupAndRestore` cannot resume inside an epoch: it restarts the e
 saves its state before the weights, and on restore takes the state written at the restored
 `optimizer.iterations` (see `ExponentialMovingAverage(backup_dir=)`), so a kill between the two
 saves cannot mix steps.
+
+Multi-worker (`tf.distribute.MultiWorkerMirroredStrategy`, tested by tests/test_multiworker.py):
+build the recipe inside `strategy.scope()` on every worker, from converted TFRecord shards (at
+least one per worker), with one shared `work_dir`. Then each worker reads whole, different
+shard files (`keras_tricks.data.shard_by_file`); the batch size is the global one; BN statistics
+are computed over the global batch; the chief alone writes `work_dir/backup`, the logs, the
+final model and `hparams.json`, the other workers back up into `work_dir/workertemp_<task_id>`
+(`worker_backup_dir`). When a worker dies the others fail at their next all-reduce; start the
+whole cluster again with the same `TF_CONFIG` and `work_dir` and it resumes from the chief's
+backup (Keras's fault-tolerance path,
+https://www.tensorflow.org/tutorials/distribute/multi_worker_with_keras#fault_tolerance).
 """
 
 from __future__ import annotations
@@ -557,6 +568,8 @@ class Recipe:
         tta: keyword arguments of `TestTimeAugmentation` (`flips`, `shifts`), or None.
         callbacks: the recipe's own callbacks (EMA first, then checkpoints, logs).
         work_dir: local or `gs://` directory, or None (nothing written).
+        is_chief: whether this process writes the backup, logs and final model (False on the
+            non-chief workers of a multi-worker cluster).
 
     Example:
 
