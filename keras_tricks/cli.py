@@ -1,14 +1,11 @@
 """The `keras-tricks` command line: `keras-tricks demo [--output runs/demo] [--quick]`, `info`.
 
-The demo (`DEMO_DESCRIPTION` is its `--help`) trains the `keras_tricks.recipes.fashion_mnist`
-recipe end to end on real data:
-1. converts Fashion-MNIST to TFRecord shards with `tfrecord_tools` (progress bar),
-2. runs the LR range test (Smith 2017) on the recipe's model and takes a decade below its
-   loss minimum as the peak of the schedule (`pick_peak_learning_rate`),
-3. trains through `model.fit`: warmup + cosine decay, label smoothing, on-device augmentation,
-   EMA, zero-γ ResNet-9, no bias decay, bfloat16 where the CPU has it,
-4. evaluates with the EMA weights and flip test-time augmentation,
-5. prints `test accuracy: 0.xxxx` and the wall time, and writes plots and `report.md`.
+`demo` (`run_demo`) trains the `keras_tricks.recipes.fashion_mnist` recipe end to end on real
+data; what it does, step by step, is `DEMO_DESCRIPTION`, which `keras-tricks demo --help` prints.
+The peak learning rate comes from the LR range test (`pick_peak_learning_rate`); the figures are
+drawn by `keras_tricks.plotting`, the training time is kept by `keras_tricks.runtime.epoch_clock`.
+`info` (`environment_info`) prints the versions and the CPU. Every command runs inside
+`tfrecord_tools.cli.quiet_tensorflow_startup`: TensorFlow's start-up log only with `--verbose`.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ from keras_tricks import runtime  # imports neither Keras nor TensorFlow
 from keras_tricks._checks import check_bool, check_int, check_number, fail
 from keras_tricks._version import __version__
 from tfrecord_tools.cli import add_verbose_argument, quiet_tensorflow_startup
+from tfrecord_tools.sources import FASHION_MNIST_LABELS
 
 DESCRIPTION = (
     "Training tricks for Keras image classifiers. `demo` trains a complete recipe end to end "
@@ -55,18 +53,8 @@ INFO_DESCRIPTION = (
     "whether TensorFlow's oneDNN kernels are on, the CPU model and core count, and whether the "
     "CPU computes bfloat16 natively: the lines to paste into a bug report or beside a benchmark."
 )
-LABEL_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+# https://github.com/zalandoresearch/fashion-mnist#labels, kept by tfrecord_tools.
+LABEL_NAMES = tuple(FASHION_MNIST_LABELS)
 
 
 def _demo_settings(quick):

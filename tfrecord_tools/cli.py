@@ -123,9 +123,8 @@ class _QuietLoader(importlib.abc.Loader):
     def __init__(self, loader: Any, finder: _QuietTensorFlowFinder) -> None:
         self._loader, self._finder = loader, finder
 
-    def __getattr__(
-        self, name: str
-    ) -> Any:  # get_resource_reader, is_package, ...: TensorFlow's loader
+    def __getattr__(self, name: str) -> Any:
+        # get_resource_reader, is_package, ...: what TensorFlow's own loader answers.
         return getattr(self._loader, name)
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
