@@ -356,8 +356,10 @@ def test_tfds_source_converts_every_example_exactly(tiny, tmp_path, shuffle):
     builder, data_dir = tiny
     out = str(tmp_path / "out")
     source = f"tfds:keras_tricks_tiny_images?data_dir={data_dir}"
+    # Worker processes (each reads its shards' slices itself) and, unshuffled, this process.
+    workers = 2 if shuffle else 1
     manifest = tfrecord_tools.convert(
-        source, out, num_shards=3, num_workers=2, name="tiny", shuffle=shuffle, progress=False
+        source, out, num_shards=3, num_workers=workers, name="tiny", shuffle=shuffle, progress=False
     )
     assert manifest["label_names"] == TINY_NAMES and manifest["source"] == source
     for split, n in TINY_SIZES.items():
