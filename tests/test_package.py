@@ -1,4 +1,5 @@
-"""Tests for the keras_tricks package itself: lazy submodules, one version, typing marker."""
+"""Tests for the distribution itself: lazy submodules, one version, metadata and requirements,
+type hints, lint versions, warning filters."""
 
 import ast
 import functools
@@ -6,6 +7,7 @@ import importlib
 import importlib.metadata
 import inspect
 import pathlib
+import warnings
 
 import pytest
 
@@ -264,8 +266,8 @@ def _install_closure(requirements):
     """Canonical names of `requirements` and everything they install, from installed metadata."""
     from packaging.requirements import Requirement
 
-    seen, todo = set(), [(Requirement(r), frozenset()) for r in requirements]
-    todo = [(r.name, frozenset(r.extras)) for r, _ in todo]
+    seen = set()
+    todo = [(req.name, frozenset(req.extras)) for req in map(Requirement, requirements)]
     while todo:
         name, with_extras = todo.pop()
         key = (_canonical(name), with_extras)
@@ -554,3 +556,40 @@ def test_pre_commit_runs_the_linter_versions_the_test_extra_pins():
         assert importlib.metadata.version(tool) == pins[tool][2:], f"reinstall: {tool}"
     hooks = {hook["id"] for repo in config["repos"] for hook in repo["hooks"]}
     assert {"ruff-check", "ruff-format", "mypy"} <= hooks
+
+
+# --- DeprecationWarnings are not hidden -----------------------------------------------------------
+def _action_for(category, message, module):
+    """What the active warning filters (pytest's, from pyproject.toml) do with such a warning."""
+    for action, msg, cat, mod, lineno in warnings.filters:
+        if (
+            (msg is None or msg.match(message))
+            and issubclass(category, cat)
+            and (mod is None or mod.match(module))
+            and lineno == 0
+        ):
+            return action
+    return warnings.defaultaction
+
+
+def test_deprecation_warnings_are_ignored_only_by_message_and_ours_are_errors():
+    filters = _pyproject()["tool"]["pytest"]["ini_options"]["filterwarnings"]
+    for entry in filters:
+        action, message, category = (entry.split(":") + ["", ""])[:3]
+        if action == "ignore":
+            assert message, f"{entry!r} ignores a whole category"
+    ours = ["keras_tricks.schedules", "keras_tricks.augment.mixing", "tfrecord_tools.writer"]
+    for module in ours:
+        assert _action_for(DeprecationWarning, "`x` is deprecated", module) == "error"
+    # Someone else's deprecation is shown (in pytest's summary), not hidden.
+    shown = _action_for(DeprecationWarning, "`x` is deprecated", "keras.src.ops")
+    assert shown in ("always", "default"), shown
+    # The one ignored, by its message (from NumPy 2, for TensorFlow's EagerTensor).
+    array_copy = "__array__ implementation doesn't accept a copy keyword, so passing copy=False"
+    assert _action_for(DeprecationWarning, array_copy, "keras.src.backend.tensorflow.core") == (
+        "ignore"
+    )
+    with pytest.raises(DeprecationWarning, match="renamed"):
+        warnings.warn_explicit(
+            "`old` was renamed `new`", DeprecationWarning, "x.py", 1, "tfrecord_tools.cli"
+        )
