@@ -114,10 +114,11 @@ class LinearWarmup(keras.callbacks.Callback):
         step = _iterations(optimizer)
         if step >= self.warmup_steps:
             return
-        init, m = self.initial_learning_rate, self.warmup_steps
-        optimizer.learning_rate = init + (step + 1) / m * (self._target - init)
+        init, m, target = self.initial_learning_rate, self.warmup_steps, self._target
+        assert target is not None  # on_train_begin set it (from the optimizer if not given)
+        optimizer.learning_rate = init + (step + 1) / m * (target - init)
         if self.verbose and step == m - 1:
-            print(f"\nLinearWarmup: reached learning rate {self._target:g} at step {step}.")
+            print(f"\nLinearWarmup: reached learning rate {target:g} at step {step}.")
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -159,8 +160,8 @@ class LearningRateLogger(keras.callbacks.Callback):
             fail("key", "a non-empty string", key)
         super().__init__()
         self.key = key
-        self.steps = []
-        self.learning_rates = []
+        self.steps: list[int] = []
+        self.learning_rates: list[float] = []
 
     def _current(self):
         optimizer = _inner_optimizer(self.model.optimizer)

@@ -175,7 +175,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
         self._averages = None
         self._sources = None
         self._owner = None
-        self._update_fn = None
+        self._update_fn: Any = None
         self._swapped = False
         self._last_batch = -1
         self._batches_since_backup = 0
@@ -361,7 +361,7 @@ class ExponentialMovingAverage(keras.callbacks.Callback):
             self.update()
         if (
             self.backup_dir is not None
-            and self.save_freq != "epoch"
+            and isinstance(self.save_freq, int)  # not "epoch"
             and self._batches_since_backup >= self.save_freq
         ):
             self._batches_since_backup = 0
