@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_tricks.augment._base import PerReplicaSeedGenerator
 from keras_tricks.training import StabilityTraining
 
 NUM_IN, NUM_CLASSES = 5, 3
@@ -136,6 +137,11 @@ def test_save_and_load_round_trip(tmp_path):
     assert isinstance(loaded, StabilityTraining) and loaded.compiled
     assert (loaded.noise_stddev, loaded.alpha, loaded.seed) == (0.2, 0.1, 9)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    # The reloaded model draws per replica too, and from the same seed: its first noise is a
+    # fresh generator's first draw, as the original's was.
+    assert isinstance(loaded.seed_generator, PerReplicaSeedGenerator)
+    xt = keras.ops.convert_to_tensor(x)
+    np.testing.assert_array_equal(loaded.noise(xt), _first_noise(x.shape, 0.2, 9))
     loaded.fit(x, y, epochs=1, verbose=0)
 
 
