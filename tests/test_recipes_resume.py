@@ -216,7 +216,12 @@ def test_cifar10_fast_killed_mid_epoch_resumes_on_gcs_emulator(tmp_path, referen
 
 
 def test_step_states_keep_the_current_and_previous_and_load_by_step(tmp_path):
-    from keras_tricks._ema import delete_step_states, load_step_state, save_step_state, saved_steps
+    from keras_tricks._state_files import (
+        delete_step_states,
+        load_step_state,
+        save_step_state,
+        saved_steps,
+    )
 
     d = str(tmp_path / "backup")
     for step in (3, 6, 9):
@@ -285,7 +290,7 @@ def test_ema_listed_before_backup_killed_between_saves_resumes_exactly(tmp_path)
     _ema_run(str(tmp_path / "ref_backup"), reference, "ema_first", "no")
     backup, out = str(tmp_path / "backup"), str(tmp_path / "out.npz")
     _ema_run(backup, out, "ema_first", "kill", expect_kill=True)
-    from keras_tricks._ema import saved_steps
+    from keras_tricks._state_files import saved_steps
 
     assert saved_steps(backup, "ema_state") == [24, 16]  # the new state and the one before
     _ema_run(backup, out, "ema_first", "no")
