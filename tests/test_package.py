@@ -100,9 +100,6 @@ BACKEND_FRAMEWORKS = {"jax", "torch", "tensorflow"}
 # Imports that are optional but not yet documented as such, in files whose owners are fixing them;
 # each entry must still be a finding (test_no_stale_entries_in_the_optional_import_allowlist).
 UNDOCUMENTED_OPTIONAL_IMPORTS_TO_FIX = {
-    # `keras-tricks demo` draws its figures with matplotlib (the `plot` extra): say so, or move the
-    # figures into keras_tricks/plotting.py, whose docstring does.
-    ("keras_tricks/cli.py", "matplotlib"),
     # the module docstring should name the `beam` extra (README's "pip install keras-tricks[beam]").
     ("tfrecord_tools/beam.py", "apache-beam"),
 }
@@ -356,22 +353,6 @@ def test_no_stale_entries_in_the_optional_import_allowlist():
 # out `-> None`, as PEP 484 allows). Functions named here are not annotated yet; their modules'
 # owners annotate them, and the list shrinks to empty (a fixed entry fails the stale test below).
 NOT_YET_ANNOTATED = {
-    # keras_tricks/cli.py
-    "keras_tricks.cli.build_parser",
-    "keras_tricks.cli.curves_figure",
-    "keras_tricks.cli.environment_info",
-    "keras_tricks.cli.epoch_clock",
-    "keras_tricks.cli.main",
-    "keras_tricks.cli.pick_peak_learning_rate",
-    "keras_tricks.cli.run_demo",
-    "keras_tricks.cli.schedule_figure",
-    "keras_tricks.cli.time_to_reach",
-    # keras_tricks/plotting.py
-    "keras_tricks.plotting.augmentation_grid",
-    "keras_tricks.plotting.confusion_matrix",
-    "keras_tricks.plotting.fashion_mnist_grid",
-    "keras_tricks.plotting.save_augmentation_grid",
-    "keras_tricks.plotting.save_confusion_matrix",
     # keras_tricks/recipes/_recipe.py
     "keras_tricks.recipes._recipe.Hyperparameters.items_with_sources",
     "keras_tricks.recipes._recipe.Recipe.__init__",
@@ -418,14 +399,6 @@ NOT_YET_ANNOTATED = {
     # tfrecord_tools/beam.py
     "tfrecord_tools.beam.build_pipeline",
     "tfrecord_tools.beam.main",
-    # tfrecord_tools/cli.py
-    "tfrecord_tools.cli.add_convert_arguments",
-    "tfrecord_tools.cli.add_verbose_argument",
-    "tfrecord_tools.cli.build_parser",
-    "tfrecord_tools.cli.convert_arguments",
-    "tfrecord_tools.cli.is_startup_noise",
-    "tfrecord_tools.cli.main",
-    "tfrecord_tools.cli.quiet_tensorflow_startup",
     # tfrecord_tools/example.py
     "tfrecord_tools.example.as_hwc_uint8",
     "tfrecord_tools.example.check_image_format",
