@@ -43,6 +43,8 @@ on disk always has its metadata beside it; `remove_manifest` deletes them first.
 resume rule treats them as the manifest's (their temporaries are cleaned up like its own), and
 `verify` checks only the shards the manifest lists. GZIP outputs get none of these files
 (existing ones are removed): tfds could not read the shards.
+An output converted before these files existed gets them from the same `convert` run again:
+every shard is kept (its sha256 matches), only the metadata and manifest.json are written.
 
 This module is stdlib-only: writing the metadata never needs tensorflow-datasets.
 
