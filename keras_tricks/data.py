@@ -526,9 +526,10 @@ def shard_by_file(dataset: tf.data.Dataset, worker: Worker) -> tf.data.Dataset:
         worker: `Worker(num_workers, index, ...)`, e.g. `current_worker()`.
 
     Returns:
-        The sharded dataset (`dataset` itself for one worker). Iterating it raises
-        `tf.errors.NotFoundError` when the dataset has no reader to shard, and
-        `tf.errors.InvalidArgumentError` when there are fewer files than workers.
+        The sharded dataset (`dataset` itself for one worker).
+
+    Raises:
+        tf.errors.NotFoundError: `dataset` has no reader to shard (e.g. it slices arrays).
     """
     if worker.num_workers <= 1:
         return dataset

@@ -422,3 +422,79 @@ def test_reads_tfrecord_shards_from_gs_through_tf_own_client(tmp_path):
         "num_examples": 24,
         "mean_ok": True,
     }
+
+
+# ------------------------------------------------------------------------------ multi-worker
+def _strategy_of(cluster, task_type, task_id):
+    """A stand-in strategy: what `current_worker` reads of one is its `cluster_resolver`."""
+    import types
+
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
+    )
+    return types.SimpleNamespace(cluster_resolver=resolver)
+
+
+@pytest.mark.parametrize(
+    "cluster",
+    [
+        {"worker": ["a:1", "b:1", "c:1"]},
+        {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+    ],
+)
+def test_current_worker_numbers_tasks_as_multi_worker_mirrored_strategy_does(cluster):
+    # The reference: TensorFlow's own numbering of the input pipelines of
+    # MultiWorkerMirroredStrategy (CollectiveAllReduceExtended: id_in_cluster, worker_count).
+    from tensorflow.python.distribute import multi_worker_util
+
+    spec = tf.train.ClusterSpec(cluster).as_cluster_def()
+    for task_type, addresses in cluster.items():
+        for task_id in range(len(addresses)):
+            worker = data.current_worker(_strategy_of(cluster, task_type, task_id))
+            expected = multi_worker_util.id_in_cluster(spec, task_type, task_id)
+            assert worker.index == expected
+            assert worker.num_workers == multi_worker_util.worker_count(spec, task_type) == 3
+            assert worker.is_chief == multi_worker_util.is_chief(spec, task_type, task_id)
+            assert (worker.task_type, worker.task_id) == (task_type, task_id)
+
+
+def test_current_worker_outside_a_cluster_is_the_only_worker_and_the_chief():
+    assert data.current_worker() == data.Worker(1, 0, True)
+    one = data.current_worker(_strategy_of({"worker": ["a:1"]}, "worker", 0))
+    assert (one.num_workers, one.index, one.is_chief) == (1, 0, True)
+
+
+def test_shard_by_file_gives_each_worker_the_records_of_whole_round_robin_shards(tmp_path):
+    import tfrecord_tools
+
+    x, y = arrays(n=40)
+    tfrecord_tools.write_shards(x, y, str(tmp_path), num_shards=4, name="t", progress=False)
+    manifest = tfrecord_tools.read_manifest(str(tmp_path))
+    # The oracle: each shard file read on its own, with tf.data's TFRecord reader.
+    feature = {"image/encoded": tf.io.FixedLenFeature([], tf.string)}
+    per_shard = []
+    for shard in manifest["splits"]["train"]["shards"]:
+        records = tf.data.TFRecordDataset(str(tmp_path / shard["file"]))
+        per_shard.append(
+            sorted(
+                int(
+                    tf.io.decode_png(tf.io.parse_single_example(r, feature)["image/encoded"])[
+                        0, 0, 0
+                    ]
+                )
+                for r in records
+            )
+        )
+    examples = data.read_source(str(tmp_path), "train")
+    assert examples.from_files and not data.read_source((x, y)).from_files
+    for index in range(2):
+        worker = data.Worker(2, index, index == 0)
+        ids = [int(image[0, 0, 0]) for image, _ in data.shard_by_file(examples.dataset, worker)]
+        assert sorted(ids) == sorted(per_shard[index] + per_shard[index + 2])
+
+
+def test_shard_by_file_refuses_a_dataset_without_files():
+    x, y = arrays(n=8)
+    # Arrays have no reader to shard by: TensorFlow's rewrite says so (FILE does not fall back).
+    with pytest.raises(tf.errors.NotFoundError, match="unshardable source"):
+        data.shard_by_file(data.read_source((x, y)).dataset, data.Worker(2, 0, True))

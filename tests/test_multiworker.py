@@ -1,4 +1,4 @@
-"""The Fashion-MNIST recipe on a real two-worker `tf.distribute.MultiWorkerMirroredStrategy` cluster.
+"""The Fashion-MNIST recipe on a real two-worker MultiWorkerMirroredStrategy cluster.
 
 Two worker processes on 127.0.0.1 (ports chosen free by binding port 0), each with its own
 `TF_CONFIG`, train `keras_tricks.recipes.fashion_mnist` from `tfrecord_tools` shards of a small
