@@ -237,7 +237,9 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     ```
     """
     parser.add_argument(
-        "source", help="numpy:FILE.npz | idx:DIR | cifar:DIR | folder:DIR | tfds:NAME | keras:NAME"
+        "source",
+        help="numpy:FILE.npz | idx:DIR | cifar:DIR | folder:DIR | tfds:NAME[?data_dir=DIR] "
+        "| keras:NAME",
     )
     parser.add_argument("output", help="output directory or gs://bucket/dir")
     parser.add_argument(
@@ -336,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert every split of SOURCE (or the --split ones) into tfds-style shards "
         "{name}-{split}.tfrecord-00003-of-00016 and a manifest.json with counts, label names, "
         "the feature spec and a sha256 per shard. SOURCE is numpy:FILE.npz, idx:DIR, "
-        "cifar:DIR, folder:DIR, tfds:NAME or keras:NAME. Rerunning the same command resumes.",
+        "cifar:DIR, folder:DIR, tfds:NAME[?data_dir=DIR] or keras:NAME. Uncompressed outputs "
+        "also get tfds's dataset_info.json and features.json, so tfds.builder_from_directory "
+        "reads them. Rerunning the same command resumes.",
     )
     add_convert_arguments(c)
     c.add_argument(
