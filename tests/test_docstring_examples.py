@@ -81,10 +81,8 @@ SUBSET = "<FASHION_MNIST_SUBSET>"  # a directory of IDX files: 1,000 train, 200 
 
 @dataclass(frozen=True)
 class Adaptation:
-    """How the harness runs one block: setup before it, exact replacements (each must match),
-    checks after it."""
+    """How the harness runs one block: exact replacements (each must match), checks after it."""
 
-    setup: str = ""
     replace: tuple[tuple[str, str], ...] = ()
     check: str = ""
     slow: bool = False
@@ -94,7 +92,7 @@ class Adaptation:
         for old, new in self.replace:
             assert old in code, f"{name}: the harness replaces {old!r}, which the block lost"
             code = code.replace(old, new)
-        return "\n".join([self.setup, code, self.check])
+        return code + "\n" + self.check
 
 
 ADAPTATIONS = {
@@ -141,15 +139,6 @@ ADAPTATIONS = {
             "assert images.shape[0] == 512 and labels.shape[0] == 512\n"
         ),
         slow=True,
-        needs_fashion_mnist=True,
-    ),
-    # Reads "out/", the CLI conversion of the block before it: made here, from the subset.
-    "README.md:With tensorflow-datasets, both ways[0]": Adaptation(
-        setup=(
-            "import tfrecord_tools\n"
-            f"tfrecord_tools.convert('idx:{SUBSET}', 'out/', num_shards=2, name='fashion_mnist')\n"
-        ),
-        check="assert builder.info.splits['test'].num_examples == 200\n",
         needs_fashion_mnist=True,
     ),
     # Apache Beam's DirectRunner takes ~65 s for the 70,000 images here: the same call on the
