@@ -500,8 +500,14 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
 
 def _copy_files(source: str, target: str) -> None:
-    """Copy the files (not the sub-directories) of `source` into `target`, replacing them."""
+    """Make `target` a copy of the files (not the sub-directories) of `source`.
+
+    What `target` held before goes first: files of another step left by a killed run (this
+    worker's last EMA state, say) must not sit beside the copied backup.
+    """
     gfile = _gfile()
+    if gfile.isdir(target):
+        gfile.rmtree(target)
     if not gfile.isdir(source):
         return
     gfile.makedirs(target)
