@@ -256,11 +256,11 @@ STABILITY_SCRIPT = PRELUDE + textwrap.dedent(
 
     SIGMA, SEED = 0.5, 3
 
-    def wrapped(noise_stddev=SIGMA):
+    def wrapped(noise_stddev=SIGMA, alpha=1.0):
         keras.utils.set_random_seed(0)  # same initial weights in every run
         net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
                                 keras.layers.Dense(3)])
-        return StabilityTraining(net, noise_stddev=noise_stddev, alpha=1.0, seed=SEED)
+        return StabilityTraining(net, noise_stddev=noise_stddev, alpha=alpha, seed=SEED)
 
     x = X[:16]
     # Both replicas get the same 16 images: any difference comes from their noise draws.
@@ -295,6 +295,19 @@ STABILITY_SCRIPT = PRELUDE + textwrap.dedent(
             "seed_state": numpy_list([model.seed_generator.state]),
         }
 
+    def one_step(alpha=5.0):
+        # One step on 16 images (8 per replica): the logged loss is the total at the weights
+        # before the step, the task loss there (evaluate: no stability term) + alpha * the
+        # logged stability term, if the term is scaled for the replicas as the task loss is.
+        with STRATEGY.scope():
+            model = wrapped(alpha=alpha)
+            model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True), jit_compile=False)
+        task = model.evaluate(x, Y[:16], batch_size=16, verbose=0, return_dict=True)["loss"]
+        history = model.fit(x, Y[:16], batch_size=16, epochs=1, verbose=0).history
+        return {"task": task, "loss": history["loss"][0], "alpha": alpha,
+                "stability_loss": history["stability_loss"][0]}
+
     print(json.dumps({
         "replicas": [r.tolist() for r in replicas],
         "folded": [folded(r).tolist() for r in range(2)],
@@ -304,6 +317,7 @@ STABILITY_SCRIPT = PRELUDE + textwrap.dedent(
         "fit_two_quiet": fit(STRATEGY, 0.0),
         "fit_one": fit(None, SIGMA),
         "fit_two": fit(STRATEGY, SIGMA),
+        "one_step": one_step(),
     }))
     """
 )
@@ -335,3 +349,68 @@ def test_stability_training_noise_is_drawn_independently_on_each_replica(run_pyt
     assert one["seed_state"] == two["seed_state"] == [[3, 4]]
     assert min(one["stability_loss"] + two["stability_loss"]) > 0
     assert np.isfinite(two["loss"]).all()
+    # The stability term weighs as on one device: loss = task + alpha * stability (with a term
+    # left unscaled for the 2 replicas it would be task + 2 * alpha * stability).
+    step = out["one_step"]
+    assert step["alpha"] * step["stability_loss"] > 0.01
+    np.testing.assert_allclose(
+        step["loss"], step["task"] + step["alpha"] * step["stability_loss"], rtol=1e-5
+    )
+
+
+MEAN_TEACHER_SCRIPT = PRELUDE + textwrap.dedent(
+    """
+    import contextlib
+    from keras_tricks.training import MeanTeacher
+
+    Y_SEMI = Y.copy()
+    Y_SEMI[::2] = -1  # half the images unlabelled
+
+    def fit(strategy):
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+        with scope:
+            keras.utils.set_random_seed(0)  # same initial weights in every run
+            net = keras.Sequential([
+                keras.Input((8, 8, 1)),
+                keras.layers.Conv2D(4, 3, use_bias=False),
+                keras.layers.BatchNormalization(synchronized=True),
+                keras.layers.Flatten(),
+                keras.layers.Dense(3),
+            ])
+            model = MeanTeacher(net, ema_decay=0.9, consistency_weight=10.0, rampup_steps=2)
+            model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True), jit_compile=False)
+        history = model.fit(X, Y_SEMI, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        return {
+            "mirrored": type(model.teacher.weights[0].value).__name__,
+            "loss": history.history["loss"],
+            "consistency_loss": history.history["consistency_loss"],
+            "student": numpy_list(model.student.weights),
+            "teacher": numpy_list(model.teacher.weights),
+            "updates": int(keras.ops.convert_to_numpy(model.teacher_updates)),
+        }
+
+    print(json.dumps({"one": fit(None), "two": fit(STRATEGY)}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_mean_teacher_on_two_replicas_matches_one_device_on_the_global_batch(run_python):
+    out = _run(run_python, MEAN_TEACHER_SCRIPT)
+    one, two = out["one"], out["two"]
+    assert two["mirrored"] == "MirroredVariable"
+    # 64 images / 16 = 4 steps, one teacher update after each, on every replica alike.
+    assert one["updates"] == two["updates"] == 4
+    # The consistency term is scaled for the replicas like the class cost, and the teacher's
+    # EMA of mirrored variables (BN statistics included) is the same update on both copies.
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(two["consistency_loss"], one["consistency_loss"], rtol=1e-5)
+    _assert_all_close(two["student"], one["student"])
+    _assert_all_close(two["teacher"], one["teacher"])
+    # Not vacuous: the consistency term is there, and the teacher lags the student.
+    assert one["consistency_loss"][0] > 0
+    assert (
+        max(np.abs(np.array(s) - np.array(t)).max() for s, t in zip(one["student"], one["teacher"]))
+        > 1e-3
+    )

@@ -61,6 +61,23 @@ def check_logits(name: str, y: Any, model: Any = None) -> Any:
     return y
 
 
+def scale_for_replicas(loss: Any) -> Any:
+    """A loss term added in `compute_loss`, scaled as Keras scales the compiled loss.
+
+    Under a `tf.distribute` strategy Keras multiplies each replica's compiled loss by
+    `1 / num_replicas` (`keras.losses.Loss` does it), sums the replicas' gradients, and
+    multiplies the logged loss back. A term added by hand needs the same factor, or its
+    gradient is `num_replicas` times too large. On JAX (one program over the global batch) and
+    without a strategy the factor is 1.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return loss
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss if replicas == 1 else loss * ops.cast(1.0 / replicas, loss.dtype)
+
+
 def log_probabilities(y: Any, from_logits: bool) -> Any:
     """log p over the last axis: log-softmax of logits, or the log of (clipped) probabilities."""
     if from_logits:

@@ -21,6 +21,7 @@ from keras_tricks.training._common import (
     check_logits,
     check_model,
     probabilities,
+    scale_for_replicas,
 )
 
 UNLABELLED = -1
@@ -262,7 +263,7 @@ class MeanTeacher(keras.Model):
         consistency = ops.mean(ops.square(p_student - ops.cast(p_teacher, p_student.dtype)))
         self.consistency_loss_tracker.update_state(consistency)
         w = self.current_consistency_weight(self.teacher_updates)
-        return loss + ops.cast(w, consistency.dtype) * consistency
+        return loss + scale_for_replicas(ops.cast(w, consistency.dtype) * consistency)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         y, mask = _split_labels(y)

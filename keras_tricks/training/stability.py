@@ -13,6 +13,7 @@ from keras_tricks.training._common import (
     check_model,
     kl_divergence,
     log_probabilities,
+    scale_for_replicas,
 )
 
 
@@ -127,7 +128,7 @@ class StabilityTraining(keras.Model):
         y_noisy = self.model(x + self.noise(x), training=True)
         stability = self.stability_loss(y_pred, y_noisy)
         self.stability_loss_tracker.update_state(stability)
-        return loss + ops.cast(self.alpha, stability.dtype) * stability
+        return loss + scale_for_replicas(ops.cast(self.alpha, stability.dtype) * stability)
 
     def get_config(self):
         return {
