@@ -390,14 +390,35 @@ MEAN_TEACHER_SCRIPT = PRELUDE + textwrap.dedent(
             "updates": int(keras.ops.convert_to_numpy(model.teacher_updates)),
         }
 
-    print(json.dumps({"one": fit(None), "two": fit(STRATEGY)}))
+    from keras_tricks.training import HintonDistiller
+
+    def distill(strategy):
+        def net(seed):
+            keras.utils.set_random_seed(seed)
+            return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                     keras.layers.Dense(3)])
+
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+        with scope:
+            distiller = HintonDistiller(net(0), net(1), temperature=4.0)
+            distiller.compile(keras.optimizers.SGD(0.1), jit_compile=False)
+        history = distiller.fit(X, Y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        return {"loss": history.history["loss"], "student": numpy_list(distiller.student.weights)}
+
+    print(json.dumps({
+        "one": fit(None), "two": fit(STRATEGY),
+        "distill_one": distill(None), "distill_two": distill(STRATEGY),
+    }))
     """
 )
 
 
 @pytest.mark.slow
-def test_mean_teacher_on_two_replicas_matches_one_device_on_the_global_batch(run_python):
+def test_mean_teacher_and_distiller_on_two_replicas_match_one_device(run_python):
     out = _run(run_python, MEAN_TEACHER_SCRIPT)
+    # HintonDistiller: Keras's Distiller and KLDivergence scale for the replicas themselves.
+    np.testing.assert_allclose(out["distill_two"]["loss"], out["distill_one"]["loss"], rtol=1e-5)
+    _assert_all_close(out["distill_two"]["student"], out["distill_one"]["student"])
     one, two = out["one"], out["two"]
     assert two["mirrored"] == "MirroredVariable"
     # 64 images / 16 = 4 steps, one teacher update after each, on every replica alike.
