@@ -430,12 +430,15 @@ def read_source(source: str | os.PathLike | tuple[Any, Any], split: str = "train
         `SourceData(dataset, info, from_files)`.
     """
     if isinstance(source, (str, os.PathLike)):
-        return SourceData(*_from_tfrecords(os.fspath(source), split), from_files=True)
-    return SourceData(*_from_arrays(source), from_files=False)
+        dataset, info = _from_tfrecords(os.fspath(source), split)
+        return SourceData(dataset, info, from_files=True)
+    dataset, info = _from_arrays(source)
+    return SourceData(dataset, info, from_files=False)
 
 
 # ------------------------------------------------------------------------------ multi-worker
-class Worker(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Worker:
     """This process's place in a `tf.distribute` cluster (`current_worker()`).
 
     Attributes:
@@ -480,13 +483,16 @@ def current_worker(strategy: tf.distribute.Strategy | None = None) -> Worker:
     """
     strategy = strategy or tf.distribute.get_strategy()
     resolver = getattr(strategy, "cluster_resolver", None)
-    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if resolver is None:
+        return Worker(1, 0, True)
+    spec = resolver.cluster_spec().as_dict()
     tasks = [("chief", i) for i in range(_num_tasks(spec, "chief"))]
     tasks += [("worker", i) for i in range(_num_tasks(spec, "worker"))]
-    if len(tasks) <= 1 or resolver.task_type not in ("chief", "worker"):
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if len(tasks) <= 1 or task_type not in ("chief", "worker"):
         return Worker(1, 0, True)
-    index = tasks.index((resolver.task_type, int(resolver.task_id)))
-    return Worker(len(tasks), index, index == 0, resolver.task_type, int(resolver.task_id))
+    index = tasks.index((task_type, int(task_id)))
+    return Worker(len(tasks), index, index == 0, task_type, int(task_id))
 
 
 def _num_tasks(spec, task_type):

@@ -542,14 +542,16 @@ def worker_backup_dir(work_dir: str | None) -> str | None:
     Returns:
         The directory, or None without a `work_dir`.
     """
-    if work_dir is None:
-        return None
+    return None if work_dir is None else _worker_backup_dir(os.fspath(work_dir))
+
+
+def _worker_backup_dir(work_dir: str) -> str:
     from keras_tricks.data import current_worker
 
     worker = current_worker()
     if worker.is_chief:
-        return join(os.fspath(work_dir), "backup")
-    return join(os.fspath(work_dir), f"workertemp_{worker.task_id}")
+        return join(work_dir, "backup")
+    return join(work_dir, f"workertemp_{worker.task_id}")
 
 
 # ----------------------------------------------------------------------------------- recipe
@@ -659,7 +661,7 @@ class Recipe:
         if self.work_dir is not None:
             callbacks.append(
                 ResumableBackup(
-                    worker_backup_dir(self.work_dir),
+                    _worker_backup_dir(self.work_dir),
                     self.steps_per_epoch,
                     restore_dir=self.backup_dir,
                 )
@@ -725,8 +727,10 @@ class Recipe:
         A checkpoint restored into a run with, say, another batch size or schedule would give
         a run that matches neither; say so before anything is overwritten.
         """
+        if self.work_dir is None:
+            return
         saved_path = join(self.work_dir, "hparams.json")
-        checkpoint = join(self.backup_dir, "latest.weights.h5")
+        checkpoint = join(self.work_dir, "backup", "latest.weights.h5")
         if not (_exists(checkpoint) and _exists(saved_path)):
             return
         saved = json.loads(_read_bytes(saved_path))
