@@ -242,21 +242,20 @@ def test_a_misspelt_keyword_names_the_right_one():
         ExponentialMovingAverage(decay_rate=0.9)
 
 
-def test_public_module_and_every_former_import_path_give_the_same_objects():
+def test_public_module_and_the_callbacks_path_give_the_same_objects():
     import keras_tricks
-    from keras_tricks import _ema, _state_files, callbacks, ema
+    from keras_tricks import callbacks, ema
 
-    assert ExponentialMovingAverage is ema.ExponentialMovingAverage is _ema.ExponentialMovingAverage
+    assert ExponentialMovingAverage is ema.ExponentialMovingAverage
     assert ExponentialMovingAverage.__module__ == "keras_tricks.ema"
     assert "ExponentialMovingAverage" in callbacks.__all__
     assert set(ema.__all__) == {"ExponentialMovingAverage", "ema_values", "ema_variables"}
     assert keras_tricks.ema is ema and "ema" in keras_tricks.__all__
-    # The alias keeps what the recipes import from the former private module.
-    for name in ("save_step_state", "load_step_state", "saved_steps", "delete_step_states"):
-        assert getattr(_ema, name) is getattr(_state_files, name)
-    assert _ema.write_file_atomic is _state_files.write_file_atomic
-    assert _ema._is_remote is _state_files._is_remote and _ema._read is _state_files._read
-    assert _ema.ema_values is ema.ema_values and _ema.ema_variables is ema.ema_variables
+    # MeanTeacher shares the selection and the arithmetic.
+    from keras_tricks.training import mean_teacher
+
+    assert mean_teacher.ema_values is ema.ema_values
+    assert mean_teacher.ema_variables is ema.ema_variables
 
 
 def test_eager_and_compiled_updates_agree():
