@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the modules load on
         callbacks,
         data,
         datasets,
+        ema,
         losses,
         lr_finder,
         models,

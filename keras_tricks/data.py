@@ -1,6 +1,9 @@
 """`tf.data` input pipelines: TFRecord shards (local or gs://) or arrays -> augmented batches.
 
-TensorFlow-only (tf.data); the augmentation layers it places are backend-agnostic.
+Needs TensorFlow (tf.data) on every backend. The augmentation layers it places are
+backend-agnostic in the model (`placement="model"`); in `tf.data` (`placement="data"`, and
+label-mixing layers always) our layers need the TensorFlow backend, and on another backend
+`input_pipeline` refuses them with an error naming it.
 
 One call builds the whole pipeline, in the order that keeps the expensive work out of the epoch
 loop (the `tf.data` performance guide, https://www.tensorflow.org/guide/data_performance):
@@ -152,7 +155,7 @@ def apply_layer(layer: Callable, images: Any, labels: Any) -> tuple[Any, Any]:
     `{"images", "labels"}` dict Keras's and keras-cv's mixing layers take; any other layer gets
     the images alone and the labels pass through:
 
-    ```python
+    ```
     if changes_labels(layer):
         out = layer({"images": images, "labels": labels}, training=True)
         images, labels = out["images"], out["labels"]
@@ -384,6 +387,28 @@ def _place(augmentation, mixes, placement):
     return augmentation[:first_in_model], augmentation[first_in_model:]
 
 
+def _check_backend_for_tf_data(layers):
+    """Refuse our layers in `tf.data` on a backend other than TensorFlow, naming the backend.
+
+    `tf.data` runs TensorFlow graphs, but our layers compute with `keras.ops` of the active
+    backend: on JAX they would get symbolic TensorFlow tensors and fail deep inside the map
+    with an unrelated NotImplementedError. (Keras's own preprocessing layers switch to
+    TensorFlow inside `tf.data` by themselves, so they are let through.)
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    ours = [_name(layer) for layer in layers if type(layer).__module__.startswith("keras_tricks.")]
+    if ours:
+        raise ValueError(
+            f"`augmentation` layers {', '.join(ours)} would run in tf.data, which needs the "
+            f"TensorFlow backend; the active Keras backend is {backend!r}. Run them in the model "
+            "(placement='model'; label-mixing layers such as MixUp and CutMix always run in "
+            "tf.data), or set KERAS_BACKEND=tensorflow. "
+            f"Received: augmentation={[_name(layer) for layer in layers]}"
+        )
+
+
 class SourceData(NamedTuple):
     """What `read_source` read: single examples and what is known about them.
 
@@ -406,7 +431,7 @@ def read_source(source: str | os.PathLike | tuple[Any, Any], split: str = "train
     The first step of `input_pipeline` (and of the recipes' training stream), before any
     preprocessing, cache, shuffle or batch:
 
-    ```python
+    ```
     if source is a directory:  dataset = tfrecord_tools.read_dataset(source, split)  # + manifest
     else:                      dataset = from_tensor_slices((images[..., None if 3-D], labels))
     ```
@@ -461,7 +486,7 @@ def current_worker(strategy: tf.distribute.Strategy | None = None) -> Worker:
     The numbering is `MultiWorkerMirroredStrategy`'s (`multi_worker_util.id_in_cluster`), the one
     its `tf.distribute.InputContext` gives to `distribute_datasets_from_function`:
 
-    ```python
+    ```
     tasks = cluster["chief"] + cluster["worker"]            # the chief first, if there is one
     index = position of (task_type, task_id) in tasks;  is_chief = index == 0
     ```
@@ -513,7 +538,7 @@ def shard_by_file(dataset: tf.data.Dataset, worker: Worker) -> tf.data.Dataset:
     shard the examples first, then build the rest; and set `AutoShardPolicy.OFF` on the result
     so the strategy does not shard it again.
 
-    ```python
+    ```
     files = files.shard(worker.num_workers, worker.index)   # inside the reader, before reading
     ```
 
@@ -634,6 +659,7 @@ def input_pipeline(
     # The one scan for label-mixing layers: it decides the one-hot default and the placement.
     mixes = [changes_labels(layer) for layer in layers]
     in_data, in_model = _place(layers, mixes, placement)
+    _check_backend_for_tf_data(in_data)
     drop = training if drop_remainder is None else bool(drop_remainder)
 
     ds, info, _ = read_source(source, split)

@@ -1,5 +1,7 @@
 """Tests for keras_tricks.data: caching, shuffling, one-hot labels, augmentation placement."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -498,3 +500,32 @@ def test_shard_by_file_refuses_a_dataset_without_files():
     # Arrays have no reader to shard by: TensorFlow's rewrite says so (FILE does not fall back).
     with pytest.raises(tf.errors.NotFoundError, match="unshardable source"):
         data.shard_by_file(data.read_source((x, y)).dataset, data.Worker(2, 0, True))
+
+
+JAX_PLACEMENT_SCRIPT = """
+import json
+import numpy as np
+from keras_tricks import augment, data
+
+x = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+y = np.arange(64) % 10
+# In the model our layers run on JAX; the tf.data pipeline only reads and batches.
+pipe = data.input_pipeline((x, y), batch_size=16, augmentation=[augment.RandomFlip()])
+images, labels = next(iter(pipe.dataset))
+out = {"model": [list(images.shape), list(labels.shape)]}
+try:
+    data.input_pipeline((x, y), batch_size=16, placement="data",
+                        augmentation=[augment.RandomFlip()])
+except ValueError as e:
+    out["data"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_our_layers_in_tf_data_are_refused_on_jax_naming_the_backend(run_python):
+    # tf.data runs TensorFlow graphs; on JAX our keras.ops layers cannot run inside it, and
+    # without the check they fail deep inside the map with an unrelated NotImplementedError.
+    out = json.loads(run_python(JAX_PLACEMENT_SCRIPT, backend="jax").strip().splitlines()[-1])
+    assert out["model"] == [[16, 28, 28, 1], [16]]
+    assert "needs the TensorFlow backend; the active Keras backend is 'jax'" in out["data"]
+    assert "RandomFlip" in out["data"] and "placement='model'" in out["data"]

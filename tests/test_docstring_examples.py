@@ -161,21 +161,7 @@ ADAPTATIONS = {
 
 # Formulas or pseudo-code in ```python fences (of modules with other owners, to be changed
 # there): each fails to run, with a SyntaxError or NameError, until its fence becomes ```.
-NOT_RUNNABLE = {
-    "keras_tricks.data:apply_layer[0]",
-    "keras_tricks.data:read_source[0]",
-    "keras_tricks.data:current_worker[0]",
-    "keras_tricks.data:shard_by_file[0]",
-    "keras_tricks.recipes._recipe:resolve_hyperparameters[0]",
-    "keras_tricks.recipes._recipe:training_stream[0]",
-    "keras_tricks.recipes._recipe:ResumableBackup[0]",
-    "keras_tricks.recipes._recipe:worker_backup_dir[0]",
-    "keras_tricks.recipes._recipe:recipe_data[0]",
-    "keras_tricks.recipes.cifar10:cifar10_fast[0]",
-    "keras_tricks.recipes.fashion:zero_gamma_resnet9[0]",
-    "keras_tricks.recipes.fashion:fashion_mnist[0]",
-    "keras_tricks.recipes.imagenet:imagenet_resnet50[0]",
-}
+NOT_RUNNABLE: set[str] = set()
 
 
 def _all_examples() -> list[tuple[str, str]]:

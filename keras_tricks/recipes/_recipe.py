@@ -152,7 +152,7 @@ def resolve_hyperparameters(
     Linear scaling rule (Goyal et al. 2017, https://arxiv.org/abs/1706.02677), for every name in
     `scaled` that the caller did not override itself:
 
-    ```python
+    ```
     lr = scale_learning_rate(default_lr, batch_size, base_batch_size=default_batch_size)
     ```
 
@@ -283,7 +283,7 @@ def training_stream(
 ) -> TrainingStream:
     """Endless training batches whose epoch `e` depends only on `(seed, e)`, for exact resumes.
 
-    ```python
+    ```
     base = read(source, split).map(preprocess).cache()
     epoch_e = base.shuffle(buffer, seed=seed * 1_000_003 + e).batch(batch_size, drop_remainder=True)
     stream = concatenate(epoch_e for e in count(start_epoch))  # then one-hot, mixing, prefetch
@@ -414,7 +414,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     weights of one epoch with the counter of another) and does not save the random state of
     the augmentation layers. Here, at the end of every epoch:
 
-    ```python
+    ```
     save random state, tagged with optimizer.iterations   backup/rng_state.npz (+ .prev.npz)
     save weights + optimizer   backup/tmp.weights.h5 -> rename -> backup/latest.weights.h5
     ```
@@ -525,7 +525,7 @@ def worker_backup_dir(work_dir: str | None) -> str | None:
     directory of its own, here `work_dir/workertemp_<task_id>`, deleted at the end of `fit`,
     so no two processes ever write one file. Outside a cluster: `work_dir/backup`.
 
-    ```python
+    ```
     "work_dir/backup" if current_worker().is_chief else f"work_dir/workertemp_{task_id}"
     ```
 
@@ -982,7 +982,7 @@ def recipe_data(
     The set-up every recipe shares: a raw source is converted once into `tfrecord_dir`
     (default `work_dir/tfrecords`), then
 
-    ```python
+    ```
     train = training_stream(split_source(data, train_split), train_split,
                             batch_size=batch_size, seed=seed, **train_options)
     test = input_pipeline(split_source(data, test_split), test_split,

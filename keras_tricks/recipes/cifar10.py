@@ -92,7 +92,7 @@ def cifar10_fast(
     https://myrtle.ai/learn/how-to-train-your-resnet/, code
     https://github.com/davidcpage/cifar10-fast; with the part-8 ("bag of tricks") additions.
 
-    ```python
+    ```
     lr(epoch)   = interp(epoch, [0, 5, 24], [0, 0.4, 0])          # per step, batch-mean loss
     update      = Nesterov SGD, momentum 0.9, L2 5e-4 on every weight (coupled)
     loss        = cross-entropy, label smoothing 0.2

@@ -133,7 +133,7 @@ def zero_gamma_resnet9(network):
     He et al. 2019, https://arxiv.org/abs/1812.01187, section 3.1 ("zero γ"): every residual
     block then starts as the identity, `x + branch(x) = x`, which eases the start of training.
 
-    ```python
+    ```
     for stage in ("layer1", "layer3"):          # the two residual stages of ResNet-9
         model.get_layer(f"{stage}_res2_bn").gamma.assign(0)
     ```
@@ -209,7 +209,7 @@ def fashion_mnist(
     https://myrtle.ai/learn/how-to-train-your-resnet/, scaled down to a CPU budget; every
     default below was measured here (BENCHMARKS.md, "Fashion-MNIST recipe").
 
-    ```python
+    ```
     lr(step)   = warmup 2 epochs 0 -> 0.2 * batch/256, then cosine -> 0 at epoch 20
     update     = Nesterov SGD 0.9, decoupled weight decay 5e-3 on kernels only (no bias decay)
     loss       = cross-entropy with label smoothing 0.1

@@ -92,7 +92,7 @@ def imagenet_resnet50(
 
     Paper: https://arxiv.org/abs/1812.01187 (Sections 2.1, 3.1, 3.2, 4.3, 5.1, 5.2, 5.4).
 
-    ```python
+    ```
     lr(step)  = Warmup(CosineDecay(0.1 * b / 256, (epochs - 5) * steps), 5 * steps)  # b = 1024
     update    = NAG, momentum 0.9, L2 1e-4 (coupled) on conv/dense kernels only (no bias decay)
     loss      = cross-entropy with label smoothing 0.1 (q = 1 - eps, eps / (K - 1)), mixup 0.2
