@@ -1,4 +1,4 @@
-"""Local Google Cloud Storage for tests: emulators on 127.0.0.1 that TF's own `gs://` client reaches.
+"""Local Google Cloud Storage for tests: emulators on 127.0.0.1 that TF's `gs://` client reaches.
 
 TensorFlow's built-in GCS filesystem has no emulator setting: it always calls the fixed https
 endpoints `storage.googleapis.com` and `www.googleapis.com`. It does, through libcurl, honour

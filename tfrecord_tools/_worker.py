@@ -11,7 +11,8 @@ A fresh interpreter (rather than `multiprocessing`) because:
   without an `if __name__ == "__main__":` guard recurse, and imports TensorFlow again in every
   worker (~3 s each) when the script imports it at the top.
 A worker imports NumPy, zlib, Pillow and google-crc32c only (TensorFlow only to write a `gs://`
-shard, and TensorFlow with tensorflow-datasets to read a `tfds:` source's slice). When the parent dies, the worker's stdin closes and it exits.
+shard, and TensorFlow with tensorflow-datasets to read a `tfds:` source's slice). When the
+parent dies, the worker's stdin closes and it exits.
 
 This module imports the shard builder; the writer imports this module, never the reverse.
 """
