@@ -233,12 +233,14 @@ class WorkerPool:
             if kill and p.poll() is None:
                 p.kill()
             try:
-                p.stdin.close()
+                if p.stdin is not None:
+                    p.stdin.close()
             except OSError:
                 pass
         for p in procs:
             p.wait()
-            p.stdout.close()
+            if p.stdout is not None:
+                p.stdout.close()
 
     def __enter__(self) -> WorkerPool:
         return self

@@ -329,7 +329,7 @@ def _write_manifest(entries, conversion: BeamConversion):
             f"conversion into {output!r} stopped: the lock is now held by {holder.describe()}; "
             "this run wrote no manifest.json."
         )
-    by_split = {s: {} for s in conversion.plan.splits}
+    by_split: dict[str, dict[int, dict]] = {s: {} for s in conversion.plan.splits}
     for split, index, entry in entries:
         by_split[split][index] = entry
     shard_entries = {s: [by_split[s][i] for i in sorted(by_split[s])] for s in by_split}

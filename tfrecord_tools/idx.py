@@ -17,7 +17,7 @@ __all__ = ["read_idx", "find_idx", "IDX_SPLITS"]
 IDX_SPLITS = {"train": "train", "test": "t10k"}
 
 # IDX type byte -> big-endian NumPy dtype.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),

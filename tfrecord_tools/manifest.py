@@ -174,8 +174,8 @@ def pixel_stats(images: Iterable[Any] = (), channels: int | None = None) -> dict
     ```
     """
     count = 0
-    total = None if channels is None else [0] * channels
-    total_sq = None if channels is None else [0] * channels
+    total: list[int] | None = None if channels is None else [0] * channels
+    total_sq: list[int] = [] if channels is None else [0] * channels
     for image in images:
         img = np.asarray(image)
         img = img[:, :, None] if img.ndim == 2 else img

@@ -46,8 +46,8 @@ def _compression(value: Any) -> str | None:
 def _split_names(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
-    names = value.split(",") if isinstance(value, str) else list(value)
-    names = tuple(str(n).strip() for n in names if str(n).strip())
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(n).strip() for n in parts if str(n).strip())
     if not names:
         fail("split", "None or at least one split name ('train', 'train,test' or a list)", value)
     return names
@@ -97,7 +97,9 @@ class ConversionOptions:
     """
 
     output: str
-    split: tuple[str, ...] | None = None
+    # Fields take what the constructor accepts; __post_init__ normalises them (the docstring
+    # says to what: `split` becomes a tuple of names, `label_names` a tuple or a file name).
+    split: str | Sequence[str] | None = None
     num_shards: int | Mapping[str, int] | None = None
     num_workers: int = 1
     image_format: str = "png"
@@ -107,7 +109,7 @@ class ConversionOptions:
     seed: int = 0
     shuffle: bool = True
     skip_corrupt: bool = False
-    label_names: tuple[str, ...] | str | None = None
+    label_names: Sequence[str] | str | None = None
     overwrite: bool = False
     progress: bool = True
     alpha: str = "error"

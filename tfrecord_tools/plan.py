@@ -178,7 +178,7 @@ class ConversionPlan:
         Raises:
             ValueError: unknown source or split, a bad split name, or more shards than records.
         """
-        split = list(options.split) if options.split else None
+        split: Any = list(options.split) if options.split else None
         if split and len(split) == 1 and isinstance(source, (tuple, list)):
             split = split[0]  # an (x, y) pair becomes the one split so named
         label_names = options.label_names

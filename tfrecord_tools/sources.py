@@ -58,7 +58,7 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -158,6 +158,10 @@ def _check_labels(labels, argument):
 
 class _Split:
     """What both split kinds share: `name`, `kind`, `labels` (int64, one per record)."""
+
+    name: str
+    kind: str
+    labels: np.ndarray
 
     @property
     def num_records(self) -> int:
@@ -327,7 +331,7 @@ class Source:
         splits: dict,
         label_names: list | None = None,
         description: str = "arrays",
-        skipped: list = (),
+        skipped: Sequence = (),
     ):
         if not splits:
             raise ValueError(f"source {description!r} has no splits.")
@@ -900,7 +904,7 @@ def _keras_source(name):
     return Source(splits, KNOWN_LABEL_NAMES.get(name), f"keras:{name}")
 
 
-def _resolve_label_names(label_names):
+def _resolve_label_names(label_names: Any) -> list[str] | None:
     if label_names is None:
         return None
     if isinstance(label_names, str):
@@ -920,7 +924,7 @@ def _resolve_label_names(label_names):
 def open_source(
     source: Any,
     split: str | list | None = None,
-    label_names: list | str | None = None,
+    label_names: Sequence[str] | str | None = None,
     cifar_label_mode: str = "fine",
     *,
     name: str | None = None,

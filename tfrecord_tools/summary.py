@@ -1,6 +1,8 @@
 """Summaries of a converted dataset: counts, features, class histogram, a PNG grid of samples,
 and whether the files on disk still match `manifest.json` (`tfrecord_tools.inspect`)."""
 
+from typing import Any
+
 import numpy as np
 
 from tfrecord_tools import manifest as mf
@@ -187,7 +189,7 @@ def inspect(
         if split is None:
             split = "train" if "train" in splits else next(iter(splits))
         wanted = [c for c, n in enumerate(splits[split]["label_counts"]) if n][:max_classes]
-        found = {c: [] for c in wanted}
+        found: dict[int, list[Any]] = {c: [] for c in wanted}
         # verify=False: a damaged dataset is still worth looking at; the summary says so.
         ds = read_dataset(path, split, deterministic=True, verify=False)
         for image, label in ds.take(max_scan):

@@ -290,7 +290,9 @@ def _write(plan, store, run_id, lock, pool, stack) -> dict:
         logger.warning("%s: %s", output, note)
     prepare_output(store, plan, resolution, run_id)
 
-    entries = {split: [None] * sp.num_shards for split, sp in plan.splits.items()}
+    entries: dict[str, list[dict | None]] = {
+        split: [None] * sp.num_shards for split, sp in plan.splits.items()
+    }
     todo: list[ShardTask] = []
     for split in plan.splits:
         tasks = [t for t in resolution.tasks if t.split == split]
