@@ -99,10 +99,7 @@ PACKAGES = ("keras_tricks", "tfrecord_tools")
 BACKEND_FRAMEWORKS = {"jax", "torch", "tensorflow"}
 # Imports that are optional but not yet documented as such, in files whose owners are fixing them;
 # each entry must still be a finding (test_no_stale_entries_in_the_optional_import_allowlist).
-UNDOCUMENTED_OPTIONAL_IMPORTS_TO_FIX = {
-    # the module docstring should name the `beam` extra (README's "pip install keras-tricks[beam]").
-    ("tfrecord_tools/beam.py", "apache-beam"),
-}
+UNDOCUMENTED_OPTIONAL_IMPORTS_TO_FIX: set[tuple[str, str]] = set()
 
 
 def _canonical(name):
@@ -396,26 +393,6 @@ NOT_YET_ANNOTATED = {
     "keras_tricks.training.tta.TestTimeAugmentation.from_config",
     "keras_tricks.training.tta.TestTimeAugmentation.get_config",
     "keras_tricks.training.tta.TestTimeAugmentation.views",
-    # tfrecord_tools/beam.py
-    "tfrecord_tools.beam.build_pipeline",
-    "tfrecord_tools.beam.main",
-    # tfrecord_tools/example.py
-    "tfrecord_tools.example.as_hwc_uint8",
-    "tfrecord_tools.example.check_image_format",
-    "tfrecord_tools.example.check_quality",
-    "tfrecord_tools.example.decode_image",
-    "tfrecord_tools.example.decode_png_batch",
-    "tfrecord_tools.example.decode_record",
-    "tfrecord_tools.example.encode_image",
-    "tfrecord_tools.example.encode_png",
-    "tfrecord_tools.example.feature_spec",
-    "tfrecord_tools.example.parse_example",
-    "tfrecord_tools.example.serialize_encoded",
-    "tfrecord_tools.example.serialize_example",
-    # tfrecord_tools/reader.py
-    "tfrecord_tools.reader.read_dataset",
-    # tfrecord_tools/storage.py
-    "tfrecord_tools.storage.Store.__init__",
 }
 
 

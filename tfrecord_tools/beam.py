@@ -9,6 +9,9 @@ options, and `tfrecord_tools.verify` / `read_dataset` accept the output, as does
 `tfds.builder_from_directory` (the same tfds metadata, `tfrecord_tools.tfds_info`). It also
 takes the same lock on the output (`tfrecord_tools.lock`, held by the driver for the whole run).
 
+Needs the `beam` extra, `pip install "keras-tricks[beam]"` (Apache Beam with its Google Cloud
+connectors, for Dataflow and `gs://`); the rest of `tfrecord_tools` runs without it.
+
 Pipeline shape::
 
     Create(one task per shard: split, index, picklable payload of its records)
@@ -56,6 +59,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -344,7 +348,7 @@ def _write_manifest(entries, conversion: BeamConversion):
     return manifest
 
 
-def build_pipeline(pipeline, conversion: BeamConversion):
+def build_pipeline(pipeline: beam.Pipeline, conversion: BeamConversion) -> beam.PCollection:
     """Add the conversion decided by `plan_conversion` to a Beam `pipeline`.
 
     Run it while holding the output's lock, after `plan.prepare_output` (as `convert_beam`
@@ -435,7 +439,7 @@ def convert_beam(
     return json.loads(_read_bytes(mf.manifest_path(plan.output)))
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """`python -m tfrecord_tools.beam SOURCE OUTPUT [options] [Beam pipeline options]`."""
     parser = argparse.ArgumentParser(
         prog="python -m tfrecord_tools.beam",

@@ -19,14 +19,22 @@ pipeline therefore produce byte-identical records. The decoding side (`parse_exa
 `decode_record`) uses TensorFlow, the reference parser.
 """
 
+from __future__ import annotations
+
 import functools
 import io
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from tfrecord_tools._checks import check_int, check_one_of, fail
+
+if TYPE_CHECKING:  # for the annotations: the decoders import TensorFlow when first called
+    import tensorflow as tf
 
 __all__ = [
     "FEATURE_ENCODED",
@@ -63,7 +71,7 @@ FEATURE_FILENAME = "image/filename"
 IMAGE_FORMATS = ("png", "jpeg", "raw")
 
 # The feature spec as it is written into manifest.json (JSON-friendly mirror of `feature_spec()`).
-FEATURE_SPEC_JSON = {
+FEATURE_SPEC_JSON: dict[str, dict[str, Any]] = {
     FEATURE_ENCODED: {"dtype": "string", "shape": []},
     FEATURE_FORMAT: {"dtype": "string", "shape": []},
     FEATURE_HEIGHT: {"dtype": "int64", "shape": []},
@@ -83,7 +91,7 @@ _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk with its C
 _IDAT_CRC = zlib.crc32(b"IDAT")  # a chunk's CRC covers its tag, then its data
 
 
-def as_hwc_uint8(image):
+def as_hwc_uint8(image: npt.ArrayLike) -> np.ndarray:
     """Return `image` as a C-contiguous uint8 array of shape (height, width, channels).
 
     Args:
@@ -141,7 +149,7 @@ def _png_header(height, width, channels):
     return _PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr)
 
 
-def encode_png(image, compress_level=6):
+def encode_png(image: npt.ArrayLike, compress_level: int = 6) -> bytes:
     """Encode a uint8 HWC image as a PNG file (8-bit, no interlace), deterministically.
 
     Pure zlib + NumPy, following the PNG specification (https://www.w3.org/TR/png/): IHDR,
@@ -199,17 +207,17 @@ def _encode_jpeg(img, quality):
     return buf.getvalue()
 
 
-def check_image_format(image_format):
+def check_image_format(image_format: object) -> None:
     """Raise ValueError unless `image_format` is one of `IMAGE_FORMATS`."""
     check_one_of("image_format", image_format, IMAGE_FORMATS)
 
 
-def check_quality(quality):
+def check_quality(quality: object) -> None:
     """Raise ValueError unless `quality` is a JPEG quality, an integer in 1..100."""
     check_int("quality", quality, minimum=1, maximum=100)
 
 
-def encode_image(image, image_format="png", quality=95):
+def encode_image(image: npt.ArrayLike, image_format: str = "png", quality: int = 95) -> bytes:
     """Encode one image for the `image/encoded` feature.
 
     Args:
@@ -243,7 +251,7 @@ def _encode_checked(img, image_format, quality):
     return img.tobytes()
 
 
-def decode_image(data, image_format, shape=None):
+def decode_image(data: bytes, image_format: str, shape: Sequence[int] | None = None) -> np.ndarray:
     """Decode `image/encoded` bytes back to a uint8 HWC NumPy array (Pillow for PNG/JPEG).
 
     Args:
@@ -345,7 +353,15 @@ def _format_entry(image_format):
     return _bytes_entry(FEATURE_FORMAT, image_format.encode("ascii"))
 
 
-def serialize_encoded(encoded, image_format, height, width, channels, label, filename=""):
+def serialize_encoded(
+    encoded: bytes,
+    image_format: str,
+    height: int,
+    width: int,
+    channels: int,
+    label: int,
+    filename: str | bytes = "",
+) -> bytes:
     """Serialise an already-encoded image and its label as a `tf.train.Example`.
 
     Args:
@@ -392,7 +408,13 @@ def _serialize_checked(encoded, image_format, height, width, channels, label, fi
     return b"\x0a" + _varint(len(entries)) + entries  # Example.features (field 1)
 
 
-def serialize_example(image, label, image_format="png", quality=95, filename=""):
+def serialize_example(
+    image: npt.ArrayLike,
+    label: int,
+    image_format: str = "png",
+    quality: int = 95,
+    filename: str | bytes = "",
+) -> bytes:
     """Encode `image` and serialise it with `label` as a `tf.train.Example`.
 
     Example:
@@ -418,7 +440,7 @@ def serialize_example(image, label, image_format="png", quality=95, filename="")
     return _serialize_checked(encoded, image_format, h, w, c, int(label), filename)
 
 
-def parse_example(serialized, decode=True):
+def parse_example(serialized: bytes, decode: bool = True) -> dict[str, Any]:
     """Parse a serialised record with TensorFlow's `tf.train.Example` into plain Python values.
 
     Returns:
@@ -459,7 +481,7 @@ def parse_example(serialized, decode=True):
     return out
 
 
-def feature_spec():
+def feature_spec() -> dict[str, tf.io.FixedLenFeature]:
     """The `tf.io.parse_example` spec of a record (`tf.io.FixedLenFeature` per feature name)."""
     import tensorflow as tf
 
@@ -470,7 +492,9 @@ def feature_spec():
     }
 
 
-def decode_record(features, image_format, channels=None):
+def decode_record(
+    features: Mapping[str, tf.Tensor], image_format: str, channels: int | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Turn parsed feature tensors into `(uint8 HWC image, int64 label)` inside `tf.data`.
 
     Args:
@@ -499,7 +523,7 @@ def decode_record(features, image_format, channels=None):
     return image, features[FEATURE_LABEL]
 
 
-def decode_png_batch(encoded, shape):
+def decode_png_batch(encoded: tf.Tensor, shape: Sequence[int]) -> tf.Tensor:
     """Decode a batch of PNG strings to a uint8 `[B, H, W, C]` tensor, inside a `tf.data` map.
 
     PNGs laid out as `encode_png` writes small images — signature, the IHDR of `shape`, a single

@@ -20,9 +20,12 @@ epochs) or rewritten to the same size. `verify` checks every byte (sha256, CRC, 
 checks are what reading can afford on every pass.
 """
 
+from __future__ import annotations
+
 import numbers
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from tfrecord_tools import manifest as mf
 from tfrecord_tools._checks import check_int, check_one_of, fail
@@ -34,6 +37,9 @@ from tfrecord_tools.example import (
     decode_record,
     feature_spec,
 )
+
+if TYPE_CHECKING:  # for the annotations: `read_dataset` imports TensorFlow when first called
+    import tensorflow as tf
 
 __all__ = ["read_dataset", "shard_files", "check_shard_sizes", "ShardMismatchError", "VERIFY_MODES"]
 
@@ -198,9 +204,9 @@ def read_dataset(
     with_filename: bool = False,
     batch_size: int | None = None,
     drop_remainder: bool = False,
-    options=None,
+    options: tf.data.Options | None = None,
     verify: str | bool = "all",
-):
+) -> tf.data.Dataset:
     """A `tf.data.Dataset` of `(image, label)` from shards written by `convert` (local or gs://).
 
     Every shard is checked against `manifest.json` (see the module docstring): its size before

@@ -122,6 +122,13 @@ def remove_quietly(path: str) -> None:
 class Store(Protocol):
     """What the plan, the lock and the resume rule need from a file system."""
 
+    def __init__(self) -> None:
+        # Written out only to be annotated: without it, `Protocol` puts its own unannotated
+        # `__init__` here. Like that one, it refuses to build the protocol itself (a protocol
+        # constrains no constructor: implementations take the arguments they need).
+        if type(self) is Store:
+            raise TypeError("Protocols cannot be instantiated")
+
     def exists(self, path: str) -> bool: ...
     def read(self, path: str) -> bytes | None: ...
     def write(self, path: str, data: bytes) -> None: ...
