@@ -350,49 +350,6 @@ def test_no_stale_entries_in_the_optional_import_allowlist():
 # out `-> None`, as PEP 484 allows). Functions named here are not annotated yet; their modules'
 # owners annotate them, and the list shrinks to empty (a fixed entry fails the stale test below).
 NOT_YET_ANNOTATED = {
-    # keras_tricks/recipes/_recipe.py
-    "keras_tricks.recipes._recipe.Hyperparameters.items_with_sources",
-    "keras_tricks.recipes._recipe.Recipe.__init__",
-    "keras_tricks.recipes._recipe.Recipe.compile",
-    "keras_tricks.recipes._recipe.Recipe.evaluate",
-    "keras_tricks.recipes._recipe.Recipe.fit",
-    "keras_tricks.recipes._recipe.ResumableBackup.get_config",
-    "keras_tricks.recipes._recipe.ResumableBackup.on_train_begin",
-    "keras_tricks.recipes._recipe.recipe_data",
-    "keras_tricks.recipes._recipe.training_stream",
-    # keras_tricks/recipes/fashion.py
-    "keras_tricks.recipes.fashion.zero_gamma_resnet9",
-    # keras_tricks/training/distillation.py
-    "keras_tricks.training.distillation.HintonDistiller.compile",
-    "keras_tricks.training.distillation.HintonDistiller.compile_from_config",
-    "keras_tricks.training.distillation.HintonDistiller.from_config",
-    "keras_tricks.training.distillation.HintonDistiller.get_config",
-    # keras_tricks/training/mean_teacher.py
-    "keras_tricks.training.mean_teacher.MeanTeacher.call",
-    "keras_tricks.training.mean_teacher.MeanTeacher.compute_loss",
-    "keras_tricks.training.mean_teacher.MeanTeacher.compute_metrics",
-    "keras_tricks.training.mean_teacher.MeanTeacher.current_consistency_weight",
-    "keras_tricks.training.mean_teacher.MeanTeacher.current_ema_decay",
-    "keras_tricks.training.mean_teacher.MeanTeacher.from_config",
-    "keras_tricks.training.mean_teacher.MeanTeacher.get_config",
-    "keras_tricks.training.mean_teacher.MeanTeacher.train_step",
-    "keras_tricks.training.mean_teacher.MeanTeacher.update_teacher",
-    "keras_tricks.training.mean_teacher.TwoStreamBatches.__init__",
-    "keras_tricks.training.mean_teacher.TwoStreamBatches.on_epoch_end",
-    # keras_tricks/training/stability.py
-    "keras_tricks.training.stability.StabilityTraining.call",
-    "keras_tricks.training.stability.StabilityTraining.compute_loss",
-    "keras_tricks.training.stability.StabilityTraining.from_config",
-    "keras_tricks.training.stability.StabilityTraining.get_config",
-    "keras_tricks.training.stability.StabilityTraining.noise",
-    "keras_tricks.training.stability.StabilityTraining.stability_loss",
-    # keras_tricks/training/tta.py
-    "keras_tricks.training.tta.TestTimeAugmentation.build",
-    "keras_tricks.training.tta.TestTimeAugmentation.call",
-    "keras_tricks.training.tta.TestTimeAugmentation.compute_output_shape",
-    "keras_tricks.training.tta.TestTimeAugmentation.from_config",
-    "keras_tricks.training.tta.TestTimeAugmentation.get_config",
-    "keras_tricks.training.tta.TestTimeAugmentation.views",
 }
 
 

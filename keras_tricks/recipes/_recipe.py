@@ -52,7 +52,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import keras
@@ -119,7 +119,7 @@ class Hyperparameters(Mapping):
         entries[name] = Hyperparameter(value, source)
         return Hyperparameters(entries, self.overridden)
 
-    def items_with_sources(self):
+    def items_with_sources(self) -> ItemsView[str, Hyperparameter]:
         return self._entries.items()
 
     def to_json(self) -> str:
@@ -268,7 +268,7 @@ class TrainingStream(NamedTuple):
 
 
 def training_stream(
-    source,
+    source: str | os.PathLike | tuple[Any, Any],
     split: str = "train",
     *,
     batch_size: int,
@@ -447,13 +447,13 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         steps_per_epoch: int,
         delete_checkpoint: bool = True,
         restore_dir: str | None = None,
-    ):
+    ) -> None:
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=delete_checkpoint)
         self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
         self.restore_dir = None if restore_dir is None else os.fspath(restore_dir)
         self._tmp_weights_path = join(backup_dir, "tmp.weights.h5")
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.restore_dir is not None and self.restore_dir != self.backup_dir:
             _copy_files(self.restore_dir, self.backup_dir)
         super().on_train_begin(logs)
@@ -490,7 +490,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         meta = {"epoch": iterations // self.steps_per_epoch, "iterations": iterations}
         _write_bytes(self._training_metadata_path, json.dumps(meta).encode())
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "backup_dir": self.backup_dir,
             "steps_per_epoch": self.steps_per_epoch,
@@ -607,13 +607,13 @@ class Recipe:
         preprocessing: Sequence[keras.layers.Layer] = (),
         augmentation: Sequence[keras.layers.Layer] = (),
         metrics: Sequence[Any] = ("accuracy",),
-        validation_data=None,
-        test_data=None,
+        validation_data: Any = None,
+        test_data: Any = None,
         ema: ExponentialMovingAverage | None = None,
         tta: Mapping[str, Any] | None = None,
         work_dir: str | None = None,
         extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-    ):
+    ) -> None:
         self.name = name
         self.network = network
         self.preprocessing = list(preprocessing)
@@ -687,13 +687,13 @@ class Recipe:
         return None if self.work_dir is None else join(self.work_dir, "model.keras")
 
     # -------------------------------------------------------------------- run
-    def compile(self, **compile_kwargs) -> None:
+    def compile(self, **compile_kwargs: Any) -> None:
         """`model.compile(optimizer, loss, metrics, **compile_kwargs)` (done by `fit` if needed)."""
         self.model.compile(
             optimizer=self.optimizer, loss=self.loss, metrics=self.metrics, **compile_kwargs
         )
 
-    def fit(self, **fit_kwargs) -> keras.callbacks.History:
+    def fit(self, **fit_kwargs: Any) -> keras.callbacks.History:
         """Compile (once) and train; save the final model to `work_dir`; return the History.
 
         Keyword arguments go to `keras.Model.fit` (`verbose=`, `callbacks=` are added after the
@@ -769,7 +769,7 @@ class Recipe:
             return self.ema.averaged()
         return contextlib.nullcontext()
 
-    def evaluate(self, data=None) -> dict[str, float]:
+    def evaluate(self, data: Any = None) -> dict[str, float]:
         """Top-1 (and top-5 with >= 10 classes) accuracy on `data` (default the test data).
 
         Uses the EMA weights (when trained with EMA) and test-time augmentation.
@@ -964,7 +964,7 @@ class RecipeData(NamedTuple):
 
 
 def recipe_data(
-    data,
+    data: str | os.PathLike | Mapping[str, tuple[Any, Any]],
     *,
     name: str,
     work_dir: str | None,

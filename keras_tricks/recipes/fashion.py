@@ -127,7 +127,7 @@ def _dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def zero_gamma_resnet9(network):
+def zero_gamma_resnet9(network: keras.Model) -> keras.Model:
     """Set γ = 0 in the last BN of each residual branch of a `resnet9` network (in place).
 
     He et al. 2019, https://arxiv.org/abs/1812.01187, section 3.1 ("zero γ"): every residual

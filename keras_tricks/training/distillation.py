@@ -128,7 +128,9 @@ class HintonDistiller(keras.distillation.Distiller):
         self.temperature = temperature
         self.soft_target_weight = soft_target_weight
 
-    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+    def compile(
+        self, optimizer: Any = "adam", loss: Any = None, metrics: Any = None, **kwargs: Any
+    ) -> None:
         """As `Distiller.compile`; `loss` (the hard-target loss) defaults to sparse CE on logits."""
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -137,7 +139,7 @@ class HintonDistiller(keras.distillation.Distiller):
         # `keras.models.load_model` recompiles with it.
         self._compile_config.config["loss"] = loss
 
-    def compile_from_config(self, config):
+    def compile_from_config(self, config: dict[str, Any]) -> None:
         # Keras skips (with a warning) models whose `compile` is overridden; ours takes the
         # recorded arguments as they are.
         config = keras.saving.deserialize_keras_object(config)
@@ -145,7 +147,7 @@ class HintonDistiller(keras.distillation.Distiller):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "teacher": keras.saving.serialize_keras_object(self.teacher),
@@ -155,7 +157,7 @@ class HintonDistiller(keras.distillation.Distiller):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> HintonDistiller:
         config = dict(config)
         config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
         config["student"] = keras.saving.deserialize_keras_object(config["student"])

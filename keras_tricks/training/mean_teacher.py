@@ -6,6 +6,7 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 
 from keras_tricks._checks import (
     check_bool,
@@ -220,18 +221,18 @@ class MeanTeacher(keras.Model):
             (s, t) for s, t in zip(self.student.weights, self.teacher.weights) if id(s) in selected
         ]
 
-    def current_ema_decay(self, updates):
+    def current_ema_decay(self, updates: Any) -> Any:
         """The decay of the teacher update that follows `updates` earlier updates."""
         return ops.minimum(self.ema_decay, 1.0 - 1.0 / (ops.cast(updates, "float32") + 2.0))
 
-    def current_consistency_weight(self, step):
+    def current_consistency_weight(self, step: Any) -> Any:
         """`consistency_weight * sigmoid_rampup(step, rampup_steps)`, as a tensor."""
         if self.rampup_steps == 0:
             return ops.convert_to_tensor(self.consistency_weight, "float32")
         t = ops.clip(ops.cast(step, "float32") / float(self.rampup_steps), 0.0, 1.0)
         return self.consistency_weight * ops.exp(-5.0 * ops.square(1.0 - t))
 
-    def update_teacher(self):
+    def update_teacher(self) -> None:
         """Fold the student's current weights into the teacher (one EMA step)."""
         pairs = self._pairs()
         decay = self.current_ema_decay(self.teacher_updates)
@@ -241,12 +242,19 @@ class MeanTeacher(keras.Model):
         self.teacher_updates.assign(self.teacher_updates + 1)
 
     # ------------------------------------------------------------------- model
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         if training:
             return self.student(inputs, training=True)
         return self.teacher(inputs, training=False)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
         if y_pred is None:
             y_pred = self(x, training=training)
         check_logits("model", y_pred, self.student)
@@ -265,12 +273,14 @@ class MeanTeacher(keras.Model):
         w = self.current_consistency_weight(self.teacher_updates)
         return loss + scale_for_replicas(ops.cast(w, consistency.dtype) * consistency)
 
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+    def compute_metrics(
+        self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None
+    ) -> dict[str, Any]:
         y, mask = _split_labels(y)
         weight = mask if sample_weight is None else ops.cast(sample_weight, mask.dtype) * mask
         return super().compute_metrics(x, y, y_pred, sample_weight=weight)
 
-    def train_step(self, *args):
+    def train_step(self, *args: Any) -> Any:
         if keras.backend.backend() == "jax":
             return self._jax_train_step(*args)
         logs = super().train_step(*args)
@@ -288,7 +298,7 @@ class MeanTeacher(keras.Model):
         non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
         return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": keras.saving.serialize_keras_object(self.student),
@@ -299,7 +309,7 @@ class MeanTeacher(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> "MeanTeacher":
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
@@ -343,9 +353,9 @@ class TwoStreamBatches(keras.utils.PyDataset):
 
     def __init__(
         self,
-        x_labelled,
-        y_labelled,
-        x_unlabelled,
+        x_labelled: ArrayLike,
+        y_labelled: ArrayLike,
+        x_unlabelled: ArrayLike,
         batch_size: int = 256,
         labelled_batch_size: int = 64,
         seed: int | None = None,
@@ -396,7 +406,7 @@ class TwoStreamBatches(keras.utils.PyDataset):
     def __len__(self):
         return len(self.x_unlabelled) // self.unlabelled_batch_size
 
-    def on_epoch_end(self):
+    def on_epoch_end(self) -> None:
         n = len(self)
         self._unlabelled_order = self._rng.permutation(len(self.x_unlabelled))
         needed = n * self.labelled_batch_size

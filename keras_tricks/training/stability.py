@@ -98,22 +98,29 @@ class StabilityTraining(keras.Model):
         self.seed_generator = PerReplicaSeedGenerator(seed, name="stability_noise_seed")
         self.stability_loss_tracker = keras.metrics.Mean(name="stability_loss")
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.model(inputs, training=training)
 
-    def noise(self, x):
+    def noise(self, x: Any) -> Any:
         """One draw of the input noise, shaped like `x`, from the model's seed generator."""
         return keras.random.normal(
             ops.shape(x), stddev=self.noise_stddev, dtype=x.dtype, seed=self.seed_generator
         )
 
-    def stability_loss(self, y_clean, y_noisy):
+    def stability_loss(self, y_clean: Any, y_noisy: Any) -> Any:
         """Mean over the batch of KL(f(x) || f(x + eps)), from the two outputs."""
         log_p = log_probabilities(y_clean, self.from_logits)
         log_q = log_probabilities(y_noisy, self.from_logits)
         return ops.mean(kl_divergence(log_p, log_q))
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
         if y_pred is None:
             y_pred = self(x, training=training)
         loss = super().compute_loss(
@@ -130,7 +137,7 @@ class StabilityTraining(keras.Model):
         self.stability_loss_tracker.update_state(stability)
         return loss + scale_for_replicas(ops.cast(self.alpha, stability.dtype) * stability)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": keras.saving.serialize_keras_object(self.model),
@@ -141,7 +148,7 @@ class StabilityTraining(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> "StabilityTraining":
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)

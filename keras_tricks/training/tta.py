@@ -141,7 +141,7 @@ class TestTimeAugmentation(keras.Model):
         """Images the wrapped model sees per input image."""
         return (1 + len(self.shifts)) * (2 if self.flips else 1)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         if not self.model.built:
             self.model.build(input_shape)
         self.built = True
@@ -174,7 +174,7 @@ class TestTimeAugmentation(keras.Model):
         swap = ops.reshape(ops.greater(value, 0), (-1, 1, 1, 1))
         return [ops.where(swap, mirrored, images), ops.where(swap, images, mirrored)]
 
-    def views(self, images):
+    def views(self, images: Any) -> list[Any]:
         """The views, in the order they are stacked: each shift, then its mirrored version.
 
         With `flips`, each image and its mirror come in the canonical order of `_mirror_pair`.
@@ -213,7 +213,7 @@ class TestTimeAugmentation(keras.Model):
             out.extend(crop(p, dy, dx) for p in padded)
         return out
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: Any, training: bool | None = False) -> Any:
         views = self.views(inputs)
         outputs = check_logits(
             "model", self.model(ops.concatenate(views, axis=0), training=training), self.model
@@ -231,10 +231,10 @@ class TestTimeAugmentation(keras.Model):
             total = ops.sum(ops.reshape(outputs, (n, -1, num_classes)), axis=0)
         return total / float(n)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, Any]:
         return (input_shape[0], self.model.compute_output_shape(input_shape)[-1])
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": keras.saving.serialize_keras_object(self.model),
@@ -247,7 +247,7 @@ class TestTimeAugmentation(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> TestTimeAugmentation:
         config = dict(config)
         config["model"] = keras.saving.deserialize_keras_object(config["model"])
         return cls(**config)
