@@ -63,7 +63,7 @@ test: install fashion-mnist lint test-jax
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install fashion-mnist
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo_out runs/demo .pytest_cache .mypy_cache

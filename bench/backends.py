@@ -24,9 +24,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
+
+from _harness import run_worker as run_script
+from _harness import time_train_steps
 
 BATCH = 128
 # (name, KERAS_BACKEND, jit_compile); the first is the reference of the ratios.
@@ -55,44 +56,15 @@ def worker(spec):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, BATCH)
-    start = time.perf_counter()
-    model.train_on_batch(x, y)  # traces and compiles the train step
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(spec["steps"]):
-        start = time.perf_counter()
-        loss = model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    step = statistics.median(times)
-    print(
-        json.dumps(
-            {
-                **spec,
-                "first_step_s": round(first, 2),
-                "step_times_s": [round(t, 3) for t in times],
-                "images_per_s": round(BATCH / step, 2),
-                "loss_finite": bool(np.isfinite(float(np.asarray(loss)))),
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps({**spec, **time_train_steps(model, x, y, spec["steps"])}), flush=True)
 
 
 def run_worker(spec):
-    env = dict(os.environ, KERAS_BACKEND=spec["backend"], TF_CPP_MIN_LOG_LEVEL="3")
-    env["JAX_PLATFORMS"] = "cpu"
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        return {**spec, "error": proc.stderr.strip().splitlines()[-5:]}
-    return json.loads(lines[-1])
+    env = {"KERAS_BACKEND": spec["backend"], "JAX_PLATFORMS": "cpu"}
+    results, returncode, stderr_tail = run_script(__file__, spec, env)
+    if returncode != 0 or not results:
+        return {**spec, "error": stderr_tail}
+    return results[-1]
 
 
 def main():

@@ -22,9 +22,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
+
+from _harness import run_worker as run_script
+from _harness import time_train_steps
 
 MODELS = {
     # name: (builder kwargs, batch size, timed steps)
@@ -95,43 +96,19 @@ def worker(specs):
         x = rng.standard_normal((batch, *kwargs["input_shape"])).astype("float32")
         y = rng.integers(0, kwargs.get("num_classes", 1000), batch)
         x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
-        start = time.perf_counter()
-        model.train_on_batch(x, y)  # traces (and XLA-compiles) the train step
-        first = time.perf_counter() - start
-        times = []
-        for _ in range(spec["steps"]):
-            start = time.perf_counter()
-            loss = model.train_on_batch(x, y)
-            times.append(time.perf_counter() - start)
-        step = statistics.median(times)
-        fwd = forward_flops(model)
-        result = {
-            **spec,
-            "first_step_s": round(first, 2),
-            "step_times_s": [round(t, 3) for t in times],
-            "images_per_s": round(batch / step, 2),
-            "forward_gflop_per_image": round(fwd / 1e9, 4),
-            "loss_finite": bool(np.isfinite(float(np.asarray(loss)))),
-        }
+        result = {**spec, **time_train_steps(model, x, y, spec["steps"])}
+        result["forward_gflop_per_image"] = round(forward_flops(model) / 1e9, 4)
         print(json.dumps(result), flush=True)
     keras.config.set_dtype_policy("float32")
 
 
 def run_worker(onednn, specs):
     """One subprocess per oneDNN setting: TF reads TF_ENABLE_ONEDNN_OPTS once, at import."""
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn, TF_CPP_MIN_LOG_LEVEL="3")
-    env.setdefault("KERAS_BACKEND", "tensorflow")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(specs)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0:
-        results.append({"onednn": onednn, "error": proc.stderr.strip().splitlines()[-5:]})
+    env = {"TF_ENABLE_ONEDNN_OPTS": onednn}
+    env["KERAS_BACKEND"] = os.environ.get("KERAS_BACKEND", "tensorflow")
+    results, returncode, stderr_tail = run_script(__file__, specs, env)
+    if returncode != 0:
+        results.append({"onednn": onednn, "error": stderr_tail})
     return results
 
 
