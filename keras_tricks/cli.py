@@ -509,11 +509,11 @@ def _int_option(name: str, minimum: int) -> Any:
     argparse's usage line and the Keras-style message, exit code 2, not a traceback."""
 
     def parse(text: str) -> int:
-        value: Any = text
+        value: Any
         try:
             value = int(text)
         except ValueError:
-            pass  # check_int names the text it received
+            value = text  # not a number: check_int refuses it, naming the text received
         try:
             return check_int(name, value, minimum=minimum)
         except ValueError as error:
