@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -36,6 +35,7 @@ import time
 
 import numpy as np
 import pytest
+from gcs_emulator import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, NUM_TEST, NUM_SHARDS, BATCH, EPOCHS = 640, 200, 8, 32, 4
@@ -102,12 +102,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _events(out, index):
     path = os.path.join(out, f"worker{index}.jsonl")
     if not os.path.exists(path):
@@ -120,7 +114,7 @@ class Cluster:
     """Two worker processes with one TF_CONFIG cluster; `start` twice reuses the same ports."""
 
     def __init__(self, tmp_path):
-        self.ports = [_free_port(), _free_port()]
+        self.ports = [free_port(), free_port()]
         self.tmp_path = tmp_path
         self.procs = []
 
