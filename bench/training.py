@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_tricks import augment  # noqa: E402
+from keras_tricks import augment, runtime  # noqa: E402
 from keras_tricks.datasets import load_fashion_mnist  # noqa: E402
 from keras_tricks.models import resnet9  # noqa: E402
 from keras_tricks.training import (  # noqa: E402
@@ -77,17 +77,11 @@ SEED = 0
 
 
 def cpu_model():
-    """`lscpu`'s "Model name", as BENCHMARKS.md records it."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or platform.machine()
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-    flags = [line for line in out.splitlines() if line.startswith("Flags")]
-    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if flags and f in flags[0]]
-    return ", ".join(names[:1] + extras)
+    """The CPU's model name (`lscpu`'s "Model name") and its AVX-512 / bfloat16 flags, as
+    BENCHMARKS.md records them."""
+    flags = runtime.cpu_flags()
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return ", ".join([runtime.cpu_name(), *extras])
 
 
 def small_cnn(name="small_cnn"):

@@ -43,6 +43,31 @@ _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @suggest_keywords
+def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags ("avx512f", "avx512_bf16", ...) from `/proc/cpuinfo` (Linux only;
+    empty elsewhere).
+
+    Example:
+
+    ```python
+    from keras_tricks.runtime import cpu_flags
+    print(sorted(f for f in cpu_flags() if f.startswith("avx512")))
+    ```
+
+    Args:
+        cpuinfo_path: the file listing CPU flags.
+    """
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@suggest_keywords
 def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     """True if the CPU advertises bfloat16 arithmetic (AMX-BF16 or AVX512_BF16; Linux only).
 
@@ -58,15 +83,8 @@ def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     Args:
         cpuinfo_path: the file listing CPU flags.
     """
-    try:
-        with open(cpuinfo_path) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return any(flag in flags for flag in _BF16_FLAGS)
-    except OSError:
-        pass
-    return False
+    flags = cpu_flags(cpuinfo_path)
+    return any(flag in flags for flag in _BF16_FLAGS)
 
 
 def onednn_enabled() -> bool | None:

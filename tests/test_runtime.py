@@ -88,6 +88,16 @@ def test_cpu_has_native_bfloat16_reads_the_cpu_flags(tmp_path):
     assert runtime.cpu_has_native_bfloat16(str(tmp_path / "missing")) is False
 
 
+def test_cpu_flags_are_the_tokens_of_the_first_flags_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx512f avx512_bf16\n"
+        "processor\t: 1\nflags\t\t: fpu\n"
+    )
+    assert runtime.cpu_flags(str(info)) == {"fpu", "avx512f", "avx512_bf16"}
+    assert runtime.cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"onednn": "yes"}, "onednn='yes'"), ({"bfloat16": "maybe"}, "bfloat16='maybe'")],
